@@ -1,0 +1,60 @@
+"""attnkit: a plugin-based registry of attention mechanisms for PyTorch.
+
+```python
+import attnkit
+
+attnkit.list_variants()                      # ['causal', 'multihead', ...]
+attention = attnkit.create("multihead", d_in=768, d_out=768, context_length=1024, num_heads=12)
+```
+
+Plugins load lazily, the first time the registry is used, not at import.
+"""
+
+from attnkit.errors import (
+    AttnkitError,
+    DuplicateVariantError,
+    InvalidVariantError,
+    PluginLoadError,
+    PluginLoadWarning,
+    UnknownVariantError,
+)
+from attnkit.hookspecs import hookimpl
+from attnkit.interface import Attention
+from attnkit.registry import (
+    PluginInfo,
+    create,
+    get_variant,
+    list_plugins,
+    list_variants,
+    plugin_manager,
+    register,
+    register_plugin,
+    reload_plugins,
+    unregister,
+    unregister_plugin,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attention",
+    "AttnkitError",
+    "DuplicateVariantError",
+    "InvalidVariantError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "UnknownVariantError",
+    "__version__",
+    "create",
+    "get_variant",
+    "hookimpl",
+    "list_plugins",
+    "list_variants",
+    "plugin_manager",
+    "register",
+    "register_plugin",
+    "reload_plugins",
+    "unregister",
+    "unregister_plugin",
+]

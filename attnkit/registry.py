@@ -1,0 +1,474 @@
+"""The registry: register, list, look up and create attention variants by name.
+
+Plugins load lazily, once, the first time anything here is asked for, not at
+``import attnkit``. Each plugin registers all of its variants or none: if its
+import or its hook fails, nothing it registered is kept, the failure is
+reported (see `attnkit.loader` for the policy) and every other plugin loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import inspect
+import threading
+from dataclasses import dataclass
+from dataclasses import replace as _replace
+from typing import Any, TypeVar
+
+import pluggy
+
+from attnkit import hookspecs, loader
+from attnkit.errors import DuplicateVariantError, InvalidVariantError, UnknownVariantError
+from attnkit.interface import Attention
+
+__all__ = [
+    "LOCAL_PLUGIN",
+    "PluginInfo",
+    "create",
+    "get_variant",
+    "list_plugins",
+    "list_variants",
+    "plugin_manager",
+    "register",
+    "register_plugin",
+    "reload_plugins",
+    "unregister",
+    "unregister_plugin",
+]
+
+LOCAL_PLUGIN = "local"
+"""The ``plugin`` of variants registered in-process with `register`."""
+
+AttentionClass = TypeVar("AttentionClass", bound=type[Attention])
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A plugin attnkit knows of: loaded, or failed to load.
+
+    Attributes:
+        name: The plugin's name (its entry-point name, for installed plugins).
+        distribution: The distribution that installed it, or ``None`` if it was
+            registered in-process.
+        version: That distribution's version, or ``None``.
+        builtin: Whether it ships with attnkit.
+        variants: The names of the variants it registered.
+        error: Why it failed to load, or ``None`` if it loaded.
+    """
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    variants: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("attnkit")
+        self.manager.add_hookspecs(hookspecs)
+        self.variants: dict[str, type[Attention]] = {}
+        self.plugins: dict[str, PluginInfo] = {}
+
+    def load_installed(self) -> None:
+        for source in loader.discover():
+            info = PluginInfo(source.name, source.distribution, source.version, source.builtin)
+            # Two distributions can declare the same entry-point name; keep both on record.
+            key = source.name if source.name not in self.plugins else source.describe()
+            try:
+                plugin = source.load()
+            except Exception as error:
+                self.plugins[key] = _failed(info, error)
+                loader.report_failure(source.describe(), "to import", error)
+                continue
+            try:
+                self.add_plugin(plugin, info)
+            except Exception as error:
+                self.plugins[key] = _failed(info, error)
+                loader.report_failure(source.describe(), "to register its variants", error)
+
+    def add_plugin(self, plugin: object, info: PluginInfo) -> None:
+        """Register ``plugin`` with pluggy and call its hook; on any error, undo both."""
+        if self.manager.has_plugin(info.name) or info.name in self.plugins:
+            raise ValueError(f"a plugin named {info.name!r} is already registered")
+        self.manager.register(plugin, name=info.name)
+        try:
+            self._check_hooks(plugin, info.name)
+            staged: dict[str, type[Attention]] = {}
+            others = [p for p in self.manager.get_plugins() if p is not plugin]
+            call = self.manager.subset_hook_caller("register_variants", remove_plugins=others)
+            call(register=functools.partial(self._stage, staged, info.name))
+        except BaseException:
+            self.manager.unregister(plugin)
+            raise
+        for name, cls in staged.items():
+            cls.plugin = info.name
+            self.variants[name] = cls
+        self.plugins[info.name] = _replace(info, variants=tuple(staged))
+
+    def _check_hooks(self, plugin: object, plugin_name: str) -> None:
+        callers = self.manager.get_hookcallers(plugin) or []
+        for caller in callers:
+            if not caller.has_spec():
+                close = difflib.get_close_matches(caller.name, ["register_variants"], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise pluggy.PluginValidationError(
+                    plugin,
+                    f"plugin {plugin_name!r} implements {caller.name!r}, which is not an attnkit "
+                    f"hook{hint} The hooks are: register_variants",
+                )
+        if not callers:
+            raise pluggy.PluginValidationError(
+                plugin,
+                f"plugin {plugin_name!r} implements no attnkit hook; mark its "
+                f"register_variants function with @attnkit.hookimpl",
+            )
+
+    def _stage(
+        self, staged: dict[str, type[Attention]], plugin_name: str, cls: type[Attention]
+    ) -> type[Attention]:
+        name = _validated_name(cls)
+        if name in staged:
+            raise DuplicateVariantError(
+                f"plugin {plugin_name!r} registers two variants named {name!r}: "
+                f"{_qualname(staged[name])} and {_qualname(cls)}"
+            )
+        if name in self.variants:
+            raise DuplicateVariantError(
+                f"variant {name!r} ({_qualname(cls)}) from plugin {plugin_name!r} is already "
+                f"registered by {self.describe_plugin(self.variants[name])} as "
+                f"{_qualname(self.variants[name])}; each name can be registered once"
+            )
+        staged[name] = cls
+        return cls
+
+    def describe_plugin(self, cls: type[Attention]) -> str:
+        info = self.plugins.get(cls.plugin or "")
+        if info is None or info.distribution is None:
+            return f"plugin {cls.plugin!r}"
+        return f"plugin {info.name!r} (distribution {info.distribution} {info.version})"
+
+    def register_local(self, cls: type[Attention]) -> None:
+        name = _validated_name(cls)
+        existing = self.variants.get(name)
+        # Re-running a notebook cell defines the class anew; let it replace itself.
+        redefinition = (
+            existing is not None
+            and existing.plugin == LOCAL_PLUGIN
+            and _qualname(existing) == _qualname(cls)
+        )
+        if existing is not None and not redefinition:
+            raise DuplicateVariantError(
+                f"cannot register {_qualname(cls)} as {name!r}: that name is already "
+                f"registered by {self.describe_plugin(existing)} as {_qualname(existing)}; "
+                f"choose another name"
+            )
+        cls.plugin = LOCAL_PLUGIN
+        self.variants[name] = cls
+        local = self.plugins.get(LOCAL_PLUGIN, PluginInfo(LOCAL_PLUGIN))
+        variants = (*(v for v in local.variants if v != name), name)
+        self.plugins[LOCAL_PLUGIN] = _replace(local, variants=variants)
+
+    def remove_variant(self, name: str) -> type[Attention]:
+        cls = self.variants.pop(name)
+        info = self.plugins.get(cls.plugin or "")
+        if info is not None:
+            self.plugins[info.name] = _replace(
+                info, variants=tuple(v for v in info.variants if v != name)
+            )
+        if "plugin" in cls.__dict__:
+            del cls.plugin
+        return cls
+
+
+_lock = threading.RLock()
+_registry: _Registry | None = None
+
+
+def _loaded() -> _Registry:
+    global _registry
+    with _lock:
+        if _registry is None:
+            registry = _Registry()
+            _registry = registry
+            try:
+                registry.load_installed()
+            except BaseException:
+                _registry = None  # strict mode raised: try again next time
+                raise
+        return _registry
+
+
+def register(cls: AttentionClass) -> AttentionClass:
+    """Register a variant in-process, without packaging a plugin.
+
+    For notebooks and model code. Usable as a class decorator; returns ``cls``.
+    The variant's ``plugin`` becomes ``"local"``. Registering a class again under
+    its own name (re-running a notebook cell) replaces it; any other clash raises.
+
+    Args:
+        cls: An `attnkit.Attention` subclass with its own ``name``.
+
+    Returns:
+        ``cls``, unchanged but for its ``plugin`` attribute.
+
+    Raises:
+        InvalidVariantError: ``cls`` is not an `attnkit.Attention` subclass with a name.
+        DuplicateVariantError: Another class is registered under that name.
+
+    Examples:
+        >>> import attnkit
+        >>> @attnkit.register
+        ... class Uniform(attnkit.Attention):
+        ...     '''Every token attends equally to every token.'''
+        ...     name = "uniform_example"
+        ...     def forward(self, x, need_weights=False):
+        ...         weights = x.new_full((x.shape[0], 1, x.shape[1], x.shape[1]), 1 / x.shape[1])
+        ...         context = weights[:, 0] @ x
+        ...         return (context, weights) if need_weights else context
+        >>> attnkit.get_variant("uniform_example").plugin
+        'local'
+        >>> _ = attnkit.unregister("uniform_example")
+    """
+    with _lock:
+        _loaded().register_local(cls)
+    return cls
+
+
+def unregister(name: str) -> type[Attention]:
+    """Remove the variant registered as ``name`` and return its class.
+
+    Raises:
+        UnknownVariantError: No variant has that name.
+    """
+    with _lock:
+        get_variant(name)
+        return _loaded().remove_variant(name)
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object in-process, as if it had been installed, and return its name.
+
+    ``plugin`` is a module or any object with ``@attnkit.hookimpl`` functions. Its
+    hook is called at once. Unlike an installed plugin's, its errors raise here.
+
+    Args:
+        plugin: The module or object implementing the hook.
+        name: The plugin's name; defaults to the module's ``__name__`` (or the
+            object's class name).
+
+    Raises:
+        DuplicateVariantError: It registers a name that is already taken.
+        InvalidVariantError: It registers something that is not a usable variant.
+        pluggy.PluginValidationError: It implements a hook attnkit does not have,
+            or none at all.
+    """
+    plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    with _lock:
+        _loaded().add_plugin(plugin, PluginInfo(plugin_name))
+    return plugin_name
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin and every variant it registered.
+
+    Raises:
+        KeyError: No plugin has that name.
+    """
+    with _lock:
+        registry = _loaded()
+        if name not in registry.plugins:
+            raise KeyError(
+                f"no plugin named {name!r}; plugins: {', '.join(sorted(registry.plugins))}"
+            )
+        info = registry.plugins[name]
+        for variant in info.variants:
+            registry.remove_variant(variant)
+        plugin = registry.manager.get_plugin(name)
+        if plugin is not None:
+            registry.manager.unregister(plugin)
+        del registry.plugins[name]
+
+
+def reload_plugins() -> None:
+    """Forget every registered variant and load the installed plugins again, now.
+
+    Environment variables are read anew. Variants registered in-process are
+    forgotten too.
+    """
+    global _registry
+    with _lock:
+        _registry = None
+        _loaded()
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The `pluggy.PluginManager` behind the registry, with the plugins loaded."""
+    return _loaded().manager
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every plugin attnkit knows of, loaded or failed, built-ins first.
+
+    Examples:
+        >>> import attnkit
+        >>> [p.name for p in attnkit.list_plugins() if p.builtin]
+        ['attnkit.causal', 'attnkit.multihead', 'attnkit.self_attention', 'attnkit.simple']
+    """
+    with _lock:
+        plugins = list(_loaded().plugins.values())
+    return sorted(plugins, key=lambda p: (not p.builtin, p.name))
+
+
+def list_variants(pattern: str = "*") -> list[str]:
+    """The names of the registered variants that match ``pattern``, sorted.
+
+    Args:
+        pattern: An `fnmatch`-style pattern: ``*`` matches anything, ``?`` one
+            character, ``[seq]`` any character in ``seq``. Case-sensitive.
+
+    Examples:
+        >>> import attnkit
+        >>> attnkit.list_variants("multihead*")
+        ['multihead', 'multihead_wrapper']
+    """
+    with _lock:
+        names = list(_loaded().variants)
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_variant(name: str) -> type[Attention]:
+    """The class registered as ``name``.
+
+    The class carries its metadata as attributes: ``name``, ``summary``,
+    ``stage``, ``causal`` and ``plugin``, the plugin that registered it.
+
+    Raises:
+        UnknownVariantError: No variant has that name (a `KeyError`). The message
+            suggests close matches and lists the available names.
+
+    Examples:
+        >>> import attnkit
+        >>> cls = attnkit.get_variant("causal")
+        >>> cls.stage, cls.causal, cls.plugin
+        (3, True, 'attnkit.causal')
+        >>> attnkit.get_variant("casual")
+        Traceback (most recent call last):
+        ...
+        attnkit.errors.UnknownVariantError: unknown attention variant 'casual'; did you mean 'causal'? Available: causal, multihead, ...
+    """  # noqa: E501
+    if not isinstance(name, str):
+        raise TypeError(f"a variant name must be a str, got {type(name).__name__}")
+    with _lock:
+        variants = _loaded().variants
+        cls = variants.get(name)
+        available = sorted(variants)
+    if cls is None:
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+        close += [n for n in available if n.lower() == name.lower() and n not in close]
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        listing = ", ".join(available) if available else "none (no plugin registered any)"
+        raise UnknownVariantError(
+            f"unknown attention variant {name!r}{hint} Available: {listing}", name, available
+        )
+    return cls
+
+
+def create(name: str, **kwargs: Any) -> Attention:
+    """Build the variant registered as ``name`` with keyword arguments ``kwargs``.
+
+    Equivalent to ``get_variant(name)(**kwargs)``, with the arguments checked
+    first against the class's signature so that a mistake names itself.
+
+    Raises:
+        UnknownVariantError: No variant has that name.
+        TypeError: An argument is not accepted, or a required one is missing; the
+            message names it and lists the accepted arguments.
+
+    Examples:
+        >>> import attnkit, torch
+        >>> _ = torch.manual_seed(123)
+        >>> attention = attnkit.create("causal", d_in=3, d_out=2, context_length=6)
+        >>> attention(torch.rand(2, 6, 3)).shape
+        torch.Size([2, 6, 2])
+        >>> attnkit.create("causal", d_in=3, d_out=2, context_length=6, drop_rate=0.1)
+        Traceback (most recent call last):
+        ...
+        TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False
+    """  # noqa: E501
+    cls = get_variant(name)
+    _check_arguments(cls, kwargs)
+    return cls(**kwargs)
+
+
+def accepted_arguments(cls: type[Attention]) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``cls(...)`` takes, by name (empty for ``**kwargs`` only)."""
+    return {
+        name: parameter
+        for name, parameter in _signature(cls).parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+
+
+@functools.cache
+def _signature(cls: type[Attention]) -> inspect.Signature:
+    return inspect.signature(cls)
+
+
+def _check_arguments(cls: type[Attention], kwargs: dict[str, Any]) -> None:
+    parameters = _signature(cls).parameters.values()
+    accepted = accepted_arguments(cls)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    listing = ", ".join(
+        name if p.default is p.empty else f"{name}={p.default!r}" for name, p in accepted.items()
+    )
+    prefix = f"create({cls.name!r})"
+    if not takes_any:
+        for argument in kwargs:
+            if argument not in accepted:
+                close = difflib.get_close_matches(argument, list(accepted), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(
+                    f"{prefix}: unexpected keyword argument {argument!r}{hint}. "
+                    f"{cls.name} accepts: {listing or 'no arguments'}"
+                )
+    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in kwargs]
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise TypeError(
+            f"{prefix}: missing required argument{plural} {names}. {cls.name} accepts: {listing}"
+        )
+
+
+def _validated_name(cls: object) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, Attention)):
+        raise InvalidVariantError(
+            f"only attnkit.Attention subclasses can be registered, got {cls!r}"
+        )
+    if "name" not in cls.__dict__:
+        inherited = getattr(cls, "name", None)
+        detail = f" (it inherits {inherited!r})" if inherited else ""
+        raise InvalidVariantError(
+            f"{_qualname(cls)} must set its own class attribute 'name', the registry key{detail}"
+        )
+    name = cls.__dict__["name"]
+    if not isinstance(name, str) or not name or any(c.isspace() or c in "*?[]," for c in name):
+        raise InvalidVariantError(
+            f"{_qualname(cls)}.name must be a non-empty string without spaces, commas or "
+            f"pattern characters (*?[]), got {name!r}"
+        )
+    if cls.forward is Attention.forward:
+        raise InvalidVariantError(f"{_qualname(cls)} must implement forward()")
+    return name
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _failed(info: PluginInfo, error: BaseException) -> PluginInfo:
+    return _replace(info, error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,106 @@
+"""Stage 3: causal self-attention, with dropout on the attention weights.
+
+A mask hides every later token from each query, so position $i$ mixes only
+positions $j \\le i$; this is what lets a model generate text one token at a
+time. Masked scores are set to $-\\infty$ before the softmax, which makes their
+weights exactly 0 while each row still sums to 1:
+
+$$
+Z = \\operatorname{dropout}\\!\\left(\\operatorname{softmax}\\!\\left(
+\\frac{Q K^\\top}{\\sqrt{d_k}} + M\\right)\\right) V,
+\\qquad M_{ij} = \\begin{cases} 0 & j \\le i \\\\ -\\infty & j > i \\end{cases}
+$$
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import attnkit
+from attnkit.functional import scaled_dot_product
+from attnkit.interface import check_dropout
+
+
+def causal_mask(context_length: int) -> torch.Tensor:
+    """Boolean ``(context_length, context_length)``, True above the diagonal (the future).
+
+    Examples:
+        >>> causal_mask(3)
+        tensor([[False,  True,  True],
+                [False, False,  True],
+                [False, False, False]])
+    """
+    return torch.ones(context_length, context_length, dtype=torch.bool).triu(diagonal=1)
+
+
+class CausalAttention(attnkit.Attention):
+    """Causal self-attention: each token attends only to itself and earlier tokens.
+
+    Args:
+        d_in: Width of the input embeddings.
+        d_out: Width of the queries, keys, values and context vectors.
+        context_length: The most tokens a forward pass accepts; sizes the mask.
+        dropout: Probability of zeroing each attention weight while training.
+        qkv_bias: Give the three projections a bias.
+
+    Attributes:
+        W_query: ``nn.Linear(d_in, d_out)``, created first.
+        W_key: ``nn.Linear(d_in, d_out)``, created second.
+        W_value: ``nn.Linear(d_in, d_out)``, created third.
+        mask: Buffer, boolean ``(context_length, context_length)``, True above the diagonal.
+
+    Examples:
+        >>> import attnkit, torch
+        >>> attention = attnkit.create("causal", d_in=3, d_out=2, context_length=4)
+        >>> _, weights = attention(torch.rand(4, 3), need_weights=True)
+        >>> (weights[0] > 0).int()
+        tensor([[1, 0, 0, 0],
+                [1, 1, 0, 0],
+                [1, 1, 1, 0],
+                [1, 1, 1, 1]], dtype=torch.int32)
+    """
+
+    name = "causal"
+    stage = 3
+    causal = True
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
+        check_dropout(dropout, type(self).__name__)
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", causal_mask(context_length))
+
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, 1, tokens, tokens)``."""  # noqa: E501
+        tokens = x.shape[1]
+        queries = self.W_query(x).unsqueeze(1)  # one head: (batch, 1, tokens, d_out)
+        keys = self.W_key(x).unsqueeze(1)
+        values = self.W_value(x).unsqueeze(1)
+        context, weights = scaled_dot_product(
+            queries,
+            keys,
+            values,
+            mask=self.mask[:tokens, :tokens],
+            dropout_p=self.dropout.p,
+            training=self.training,
+        )
+        context = context.squeeze(1)
+        return (context, weights) if need_weights else context
+
+
+@attnkit.hookimpl
+def register_variants(register):
+    register(CausalAttention)

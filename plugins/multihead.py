@@ -1,0 +1,178 @@
+"""Stage 4: multi-head attention, in its efficient form and as a stack of heads.
+
+Each of $h$ heads attends with its own projections, so each can look for a
+different kind of relation; their context vectors are concatenated:
+
+$$
+\\operatorname{MultiHead}(X) = \\operatorname{concat}(Z_1, \\dots, Z_h)\\, W_o,
+\\qquad Z_i = \\operatorname{CausalAttention}_i(X)
+$$
+
+`MultiHeadAttentionWrapper` builds this literally, from $h$ separate
+`CausalAttention` modules. `MultiHeadAttention` computes the same with one
+query, one key and one value projection of width ``d_out``, whose outputs are
+split into $h$ heads of width ``d_out / h``: a block of rows of a big
+projection matrix is exactly one head's projection, so one large matrix product
+replaces $h$ small ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import attnkit
+from attnkit.functional import scaled_dot_product
+from attnkit.interface import check_dropout
+from attnkit_builtins.causal import CausalAttention, causal_mask
+
+
+class MultiHeadAttention(attnkit.Attention):
+    """Efficient causal multi-head attention: one projection each for Q, K, V, split into heads.
+
+    Args:
+        d_in: Width of the input embeddings.
+        d_out: Width of the output; split into ``num_heads`` heads of ``d_out // num_heads``.
+        context_length: The most tokens a forward pass accepts; sizes the mask.
+        dropout: Probability of zeroing each attention weight while training.
+        num_heads: Number of heads; must divide ``d_out``.
+        qkv_bias: Give the query, key and value projections a bias.
+
+    Attributes:
+        W_query: ``nn.Linear(d_in, d_out)``, created first.
+        W_key: ``nn.Linear(d_in, d_out)``, created second.
+        W_value: ``nn.Linear(d_in, d_out)``, created third.
+        out_proj: ``nn.Linear(d_out, d_out)`` with bias, created fourth; mixes the heads.
+        mask: Buffer, boolean ``(context_length, context_length)``, True above the diagonal.
+
+    Examples:
+        >>> import attnkit, torch
+        >>> attention = attnkit.create(
+        ...     "multihead", d_in=768, d_out=768, context_length=1024, num_heads=12
+        ... )
+        >>> context, weights = attention(torch.rand(2, 10, 768), need_weights=True)
+        >>> context.shape, weights.shape
+        (torch.Size([2, 10, 768]), torch.Size([2, 12, 10, 10]))
+    """
+
+    name = "multihead"
+    stage = 4
+    causal = True
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float = 0.0,
+        *,
+        num_heads: int,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
+        check_dropout(dropout, type(self).__name__)
+        _check_num_heads(num_heads, type(self).__name__)
+        if d_out % num_heads:
+            raise ValueError(
+                f"MultiHeadAttention: d_out ({d_out}) must be divisible by num_heads "
+                f"({num_heads}); try num_heads in "
+                f"{[h for h in range(1, d_out + 1) if d_out % h == 0][:8]}"
+            )
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", causal_mask(context_length))
+
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
+        batch, tokens, _ = x.shape
+        # (batch, tokens, d_out) -> (batch, num_heads, tokens, head_dim): the split into heads.
+        split = (batch, tokens, self.num_heads, self.head_dim)
+        queries = self.W_query(x).view(split).transpose(1, 2)
+        keys = self.W_key(x).view(split).transpose(1, 2)
+        values = self.W_value(x).view(split).transpose(1, 2)
+        context, weights = scaled_dot_product(
+            queries,
+            keys,
+            values,
+            mask=self.mask[:tokens, :tokens],
+            dropout_p=self.dropout.p,
+            training=self.training,
+        )
+        # Concatenate the heads: (batch, num_heads, tokens, head_dim) -> (batch, tokens, d_out).
+        context = context.transpose(1, 2).reshape(batch, tokens, self.d_out)
+        context = self.out_proj(context)
+        return (context, weights) if need_weights else context
+
+
+class MultiHeadAttentionWrapper(attnkit.Attention):
+    """Multi-head attention as a stack of independent causal heads, outputs concatenated.
+
+    Args:
+        d_in: Width of the input embeddings.
+        d_out: Width of each head; the output is ``num_heads * d_out`` wide.
+        context_length: The most tokens a forward pass accepts.
+        dropout: Probability of zeroing each attention weight while training.
+        num_heads: Number of `CausalAttention` heads.
+        qkv_bias: Give each head's projections a bias.
+
+    Attributes:
+        heads: ``nn.ModuleList`` of ``num_heads`` `CausalAttention` modules, created in order.
+
+    Examples:
+        >>> import attnkit, torch
+        >>> attention = attnkit.create(
+        ...     "multihead_wrapper", d_in=3, d_out=2, context_length=6, num_heads=2
+        ... )
+        >>> attention(torch.rand(2, 6, 3)).shape
+        torch.Size([2, 6, 4])
+    """
+
+    name = "multihead_wrapper"
+    stage = 4
+    causal = True
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float = 0.0,
+        *,
+        num_heads: int,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
+        _check_num_heads(num_heads, type(self).__name__)
+        self.num_heads = num_heads
+        self.heads = nn.ModuleList(
+            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
+            for _ in range(num_heads)
+        )
+
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, num_heads * d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
+        outputs = [head(x, need_weights=True) for head in self.heads]
+        context = torch.cat([context for context, _ in outputs], dim=-1)
+        if not need_weights:
+            return context
+        return context, torch.cat([weights for _, weights in outputs], dim=1)
+
+
+def _check_num_heads(num_heads: int, owner: str) -> None:
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"{owner}: num_heads must be a positive integer, got {num_heads!r}")
+
+
+@attnkit.hookimpl
+def register_variants(register):
+    register(MultiHeadAttention)
+    register(MultiHeadAttentionWrapper)
