@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test docs lint clean
+.PHONY: install test docs lint site clean
 
 install: $(STAMP)
 
@@ -14,16 +15,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -e ".[docs,test]"
+	$(BIN)/python -m pip install --quiet -e ".[docs,test,bench,examples]"
 	touch $(STAMP)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest
+# The strict build runs first: the browser tests read the site it writes.
+site: install
 	$(BIN)/mkdocs build --strict --site-dir site
+
+test: lint site
+	ATTNKIT_SITE_DIR=site $(BIN)/python -m pytest
 
 docs: install
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
