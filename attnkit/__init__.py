@@ -10,6 +10,7 @@ attention = attnkit.create("multihead", d_in=768, d_out=768, context_length=1024
 Plugins load lazily, the first time the registry is used, not at import.
 """
 
+from attnkit.cache import KVCache
 from attnkit.errors import (
     AttnkitError,
     DuplicateVariantError,
@@ -41,6 +42,7 @@ __all__ = [
     "AttnkitError",
     "DuplicateVariantError",
     "InvalidVariantError",
+    "KVCache",
     "PluginInfo",
     "PluginLoadError",
     "PluginLoadWarning",

@@ -8,6 +8,13 @@ $$
 $$
 
 where the mask $M$ is $-\\infty$ at the positions a query may not see and 0 elsewhere.
+
+Two ways to compute it live here. `scaled_dot_product` writes every step out
+and returns the weights: it is the readable reference. `attention` computes the
+same through PyTorch's fused
+`torch.nn.functional.scaled_dot_product_attention` (SDPA), which never builds
+the ``tokens x tokens`` matrix when a fused kernel applies, and falls back to
+the explicit form when the weights are asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scaled_dot_product"]
+__all__ = ["IMPLEMENTATIONS", "attention", "check_implementation", "scaled_dot_product"]
+
+IMPLEMENTATIONS = ("fused", "explicit")
+"""The values of the ``implementation`` option of the built-in trainable variants."""
 
 
 def scaled_dot_product(
@@ -60,3 +70,69 @@ def scaled_dot_product(
     ).to(values.dtype)
     context = F.dropout(weights, p=dropout_p, training=training) @ values
     return context, weights
+
+
+def attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    causal_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    need_weights: bool = False,
+    implementation: str = "fused",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention through SDPA, or explicitly when the weights are wanted.
+
+    With a causal mask, the queries belong to the last ``tokens_q`` of the
+    ``tokens_k`` positions (they are equal unless earlier keys come from a
+    `attnkit.KVCache`), so query ``i`` sees keys ``0 .. tokens_k - tokens_q + i``.
+
+    Args:
+        queries: ``(batch, heads, tokens_q, d_k)``.
+        keys: ``(batch, heads, tokens_k, d_k)``, ``tokens_k >= tokens_q``.
+        values: ``(batch, heads, tokens_k, d_v)``.
+        causal_mask: Boolean ``(context_length, context_length)``, True above the
+            diagonal (the module's buffer, sliced here), or ``None`` for no mask.
+        dropout_p: Probability of zeroing each attention weight while training.
+        training: Apply dropout.
+        need_weights: Return the weights too; this takes the explicit path.
+        implementation: ``"fused"`` computes through SDPA, which picks a fused
+            kernel where PyTorch has one; ``"explicit"`` through `scaled_dot_product`.
+
+    Returns:
+        ``(context, weights)``: context ``(batch, heads, tokens_q, d_v)``; weights
+        ``(batch, heads, tokens_q, tokens_k)`` from the explicit path, else ``None``.
+    """
+    tokens_q, tokens_k = queries.shape[-2], keys.shape[-2]
+    past = tokens_k - tokens_q
+    mask = None if causal_mask is None else causal_mask[past:tokens_k, :tokens_k]
+    if need_weights or implementation == "explicit":
+        return scaled_dot_product(
+            queries, keys, values, mask=mask, dropout_p=dropout_p, training=training
+        )
+    dropout_p = dropout_p if training else 0.0
+    if mask is None or tokens_q == 1:
+        # No mask, or one new token after cached ones, which may see every key.
+        context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
+    elif past == 0:
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, dropout_p=dropout_p, is_causal=True
+        )
+    else:
+        # SDPA's boolean masks mark the positions that may be attended: the opposite of ours.
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=~mask, dropout_p=dropout_p
+        )
+    return context, None
+
+
+def check_implementation(implementation: str, owner: str) -> str:
+    """Return ``implementation`` if it is one of `IMPLEMENTATIONS`, else raise `ValueError`."""
+    if implementation not in IMPLEMENTATIONS:
+        choices = ", ".join(repr(choice) for choice in IMPLEMENTATIONS)
+        raise ValueError(
+            f"{owner}: implementation must be one of {choices}, got {implementation!r}"
+        )
+    return implementation

@@ -46,6 +46,9 @@ class Attention(nn.Module):
             for other variants.
         causal: Whether position ``t`` only attends to positions ``<= t``. The
             conformance checks hold every variant that claims this to it.
+        supports_kv_cache: Whether ``forward`` accepts ``cache=`` (an
+            `attnkit.KVCache`) and then takes only the new tokens; an optional
+            capability for causal variants, which makes generation fast.
         plugin: The plugin that registered the variant; set by the registry.
         d_in: Width of the input embeddings, or ``None`` if any width is accepted.
         d_out: Width of each head's context vectors, or ``None`` if it equals ``d_in``.
@@ -56,6 +59,7 @@ class Attention(nn.Module):
     summary: ClassVar[str] = ""
     stage: ClassVar[int | None] = None
     causal: ClassVar[bool] = False
+    supports_kv_cache: ClassVar[bool] = False
     plugin: ClassVar[str | None] = None
 
     d_in: int | None
@@ -102,6 +106,10 @@ class Attention(nn.Module):
             ``context`` of shape ``(batch, tokens, d_out)``; with ``need_weights``,
             the pair ``(context, weights)`` with ``weights`` of shape
             ``(batch, heads, tokens, tokens)``.
+
+        Variants with ``supports_kv_cache = True`` also take a keyword argument
+        ``cache`` (an `attnkit.KVCache`); ``x`` then holds only the new tokens and
+        the weights have shape ``(batch, heads, tokens, cached + tokens)``.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
@@ -137,7 +145,7 @@ def _first_line(docstring: str | None) -> str:
     return text.splitlines()[0].strip() if text else ""
 
 
-def _check_input(module: Attention, x: object) -> None:
+def _check_input(module: Attention, x: object, cache: object = None) -> None:
     owner = type(module).__name__
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner}: expected a torch.Tensor as input, got {type(x).__name__}")
@@ -153,6 +161,18 @@ def _check_input(module: Attention, x: object) -> None:
         expected = f"(batch, tokens, {d_in})" if x.dim() == 3 else f"(tokens, {d_in})"
         raise ValueError(f"{owner}: expected input of shape {expected}, got {tuple(x.shape)}")
     tokens = x.shape[-2]
+    if cache is not None:
+        if not type(module).supports_kv_cache:
+            raise TypeError(
+                f"{owner}: the {module.name!r} variant does not support a KV cache "
+                f"(supports_kv_cache is False); call it without cache="
+            )
+        past = cache.length  # type: ignore[attr-defined]
+        if module.context_length is not None and past + tokens > module.context_length:
+            raise ValueError(
+                f"{owner}: the cache holds {past} tokens and {tokens} more were given, but "
+                f"context_length is {module.context_length}; start a new cache"
+            )
     if tokens < 1:
         raise ValueError(
             f"{owner}: expected at least one token, got input of shape {tuple(x.shape)}"
@@ -178,7 +198,7 @@ def _with_input_checks(forward: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(forward)
     def checked_forward(self: Attention, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        _check_input(self, x)
+        _check_input(self, x, kwargs.get("cache"))
         if x.dim() == 2:
             return _drop_batch_axis(forward(self, x.unsqueeze(0), *args, **kwargs))
         return forward(self, x, *args, **kwargs)

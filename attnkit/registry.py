@@ -397,7 +397,7 @@ def create(name: str, **kwargs: Any) -> Attention:
         >>> attnkit.create("causal", d_in=3, d_out=2, context_length=6, drop_rate=0.1)
         Traceback (most recent call last):
         ...
-        TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False
+        TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, implementation='fused'
     """  # noqa: E501
     cls = get_variant(name)
     _check_arguments(cls, kwargs)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit.functional import scaled_dot_product
+from attnkit.functional import attention, check_implementation
 from attnkit.interface import check_dropout
 
 
@@ -37,12 +37,18 @@ def causal_mask(context_length: int) -> torch.Tensor:
 class CausalAttention(attnkit.Attention):
     """Causal self-attention: each token attends only to itself and earlier tokens.
 
+    By default the attention is computed by PyTorch's fused
+    ``scaled_dot_product_attention``; the explicit computation (scores, mask,
+    softmax, dropout, weighted sum) runs when the weights are asked for, or
+    always with ``implementation="explicit"``. Both give the same numbers.
+
     Args:
         d_in: Width of the input embeddings.
         d_out: Width of the queries, keys, values and context vectors.
         context_length: The most tokens a forward pass accepts; sizes the mask.
         dropout: Probability of zeroing each attention weight while training.
         qkv_bias: Give the three projections a bias.
+        implementation: ``"fused"`` (SDPA) or ``"explicit"`` (the readable reference).
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -64,6 +70,7 @@ class CausalAttention(attnkit.Attention):
     name = "causal"
     stage = 3
     causal = True
+    supports_kv_cache = True
 
     def __init__(
         self,
@@ -72,9 +79,11 @@ class CausalAttention(attnkit.Attention):
         context_length: int,
         dropout: float = 0.0,
         qkv_bias: bool = False,
+        implementation: str = "fused",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
+        self.implementation = check_implementation(implementation, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -82,20 +91,27 @@ class CausalAttention(attnkit.Attention):
         self.register_buffer("mask", causal_mask(context_length))
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        *,
+        cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, 1, tokens, tokens)``."""  # noqa: E501
-        tokens = x.shape[1]
         queries = self.W_query(x).unsqueeze(1)  # one head: (batch, 1, tokens, d_out)
         keys = self.W_key(x).unsqueeze(1)
         values = self.W_value(x).unsqueeze(1)
-        context, weights = scaled_dot_product(
+        if cache is not None:
+            keys, values = cache.append(keys, values, capacity=self.context_length)
+        context, weights = attention(
             queries,
             keys,
             values,
-            mask=self.mask[:tokens, :tokens],
+            causal_mask=self.mask,
             dropout_p=self.dropout.p,
             training=self.training,
+            need_weights=need_weights,
+            implementation=self.implementation,
         )
         context = context.squeeze(1)
         return (context, weights) if need_weights else context

@@ -22,13 +22,17 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit.functional import scaled_dot_product
+from attnkit.functional import attention, check_implementation
 from attnkit.interface import check_dropout
 from attnkit_builtins.causal import CausalAttention, causal_mask
 
 
 class MultiHeadAttention(attnkit.Attention):
     """Efficient causal multi-head attention: one projection each for Q, K, V, split into heads.
+
+    By default all heads attend in one call to PyTorch's fused
+    ``scaled_dot_product_attention``; the explicit computation runs when the
+    weights are asked for, or always with ``implementation="explicit"``.
 
     Args:
         d_in: Width of the input embeddings.
@@ -37,6 +41,7 @@ class MultiHeadAttention(attnkit.Attention):
         dropout: Probability of zeroing each attention weight while training.
         num_heads: Number of heads; must divide ``d_out``.
         qkv_bias: Give the query, key and value projections a bias.
+        implementation: ``"fused"`` (SDPA) or ``"explicit"`` (the readable reference).
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -58,6 +63,7 @@ class MultiHeadAttention(attnkit.Attention):
     name = "multihead"
     stage = 4
     causal = True
+    supports_kv_cache = True
 
     def __init__(
         self,
@@ -68,10 +74,12 @@ class MultiHeadAttention(attnkit.Attention):
         *,
         num_heads: int,
         qkv_bias: bool = False,
+        implementation: str = "fused",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
         _check_num_heads(num_heads, type(self).__name__)
+        self.implementation = check_implementation(implementation, type(self).__name__)
         if d_out % num_heads:
             raise ValueError(
                 f"MultiHeadAttention: d_out ({d_out}) must be divisible by num_heads "
@@ -88,7 +96,11 @@ class MultiHeadAttention(attnkit.Attention):
         self.register_buffer("mask", causal_mask(context_length))
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        *,
+        cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
         batch, tokens, _ = x.shape
@@ -97,13 +109,17 @@ class MultiHeadAttention(attnkit.Attention):
         queries = self.W_query(x).view(split).transpose(1, 2)
         keys = self.W_key(x).view(split).transpose(1, 2)
         values = self.W_value(x).view(split).transpose(1, 2)
-        context, weights = scaled_dot_product(
+        if cache is not None:
+            keys, values = cache.append(keys, values, capacity=self.context_length)
+        context, weights = attention(
             queries,
             keys,
             values,
-            mask=self.mask[:tokens, :tokens],
+            causal_mask=self.mask,
             dropout_p=self.dropout.p,
             training=self.training,
+            need_weights=need_weights,
+            implementation=self.implementation,
         )
         # Concatenate the heads: (batch, num_heads, tokens, head_dim) -> (batch, tokens, d_out).
         context = context.transpose(1, 2).reshape(batch, tokens, self.d_out)
@@ -121,6 +137,7 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         dropout: Probability of zeroing each attention weight while training.
         num_heads: Number of `CausalAttention` heads.
         qkv_bias: Give each head's projections a bias.
+        implementation: ``"fused"`` (SDPA) or ``"explicit"``, passed to every head.
 
     Attributes:
         heads: ``nn.ModuleList`` of ``num_heads`` `CausalAttention` modules, created in order.
@@ -137,6 +154,7 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
     name = "multihead_wrapper"
     stage = 4
     causal = True
+    supports_kv_cache = True
 
     def __init__(
         self,
@@ -147,23 +165,32 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         *,
         num_heads: int,
         qkv_bias: bool = False,
+        implementation: str = "fused",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         _check_num_heads(num_heads, type(self).__name__)
         self.num_heads = num_heads
+        self.implementation = check_implementation(implementation, type(self).__name__)
         self.heads = nn.ModuleList(
-            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
+            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias, implementation)
             for _ in range(num_heads)
         )
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        *,
+        cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, num_heads * d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
-        outputs = [head(x, need_weights=True) for head in self.heads]
-        context = torch.cat([context for context, _ in outputs], dim=-1)
+        outputs = [
+            head(x, need_weights=need_weights, cache=None if cache is None else cache.child(i))
+            for i, head in enumerate(self.heads)
+        ]
         if not need_weights:
-            return context
+            return torch.cat(outputs, dim=-1)
+        context = torch.cat([context for context, _ in outputs], dim=-1)
         return context, torch.cat([weights for _, weights in outputs], dim=1)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit.functional import scaled_dot_product
+from attnkit.functional import attention, check_implementation
 
 
 class SelfAttention(attnkit.Attention):
@@ -25,6 +25,9 @@ class SelfAttention(attnkit.Attention):
         d_in: Width of the input embeddings.
         d_out: Width of the queries, keys, values and context vectors.
         qkv_bias: Give the three projections a bias.
+        implementation: ``"fused"`` computes through PyTorch's
+            ``scaled_dot_product_attention``; ``"explicit"`` writes out every step
+            (as does any call with ``need_weights=True``). Both give the same numbers.
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -48,8 +51,11 @@ class SelfAttention(attnkit.Attention):
     stage = 2
     causal = False
 
-    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
+    def __init__(
+        self, d_in: int, d_out: int, qkv_bias: bool = False, implementation: str = "fused"
+    ) -> None:
         super().__init__(d_in=d_in, d_out=d_out)
+        self.implementation = check_implementation(implementation, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -61,7 +67,13 @@ class SelfAttention(attnkit.Attention):
         queries = self.W_query(x).unsqueeze(1)  # one head: (batch, 1, tokens, d_out)
         keys = self.W_key(x).unsqueeze(1)
         values = self.W_value(x).unsqueeze(1)
-        context, weights = scaled_dot_product(queries, keys, values)
+        context, weights = attention(
+            queries,
+            keys,
+            values,
+            need_weights=need_weights,
+            implementation=self.implementation,
+        )
         context = context.squeeze(1)
         return (context, weights) if need_weights else context
 

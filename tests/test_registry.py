@@ -123,7 +123,8 @@ def test_create_names_an_unexpected_argument_and_lists_the_accepted_ones():
         attnkit.create("causal", d_in=3, d_out=2, context_length=6, drop_out=0.1)
     assert str(error.value) == (
         "create('causal'): unexpected keyword argument 'drop_out' (did you mean 'dropout'?). "
-        "causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False"
+        "causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, "
+        "implementation='fused'"
     )
 
 

@@ -1,0 +1,154 @@
+"""`KVCache`: the keys and values a causal attention module has already computed.
+
+A causal model generates text one token at a time: each new token attends to
+every token before it. Without a cache, each step feeds the whole sequence
+through the model again and recomputes the keys and values of every earlier
+token, although causality guarantees they cannot have changed. A cache keeps
+them, so each step projects only the new token and attends over the stored keys.
+
+Variants that can use one declare ``supports_kv_cache = True`` and accept
+``forward(x, cache=...)``; ``x`` then holds only the tokens that are new since
+the last call. Use one cache per attention module (per layer in a model), and a
+new cache, or `KVCache.reset`, per sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["KVCache"]
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for one attention module.
+
+    The cache starts empty and fills as the module appends to it. In inference
+    (gradients off) it writes into buffers allocated once at the module's
+    ``context_length``, so a step costs no copying of the past; with gradients on
+    it concatenates instead, so that autograd sees no in-place writes.
+
+    Attributes:
+        keys: ``(batch, heads, length, d_k)`` or ``None`` while empty.
+        values: ``(batch, heads, length, d_v)`` or ``None`` while empty.
+
+    Examples:
+        >>> import attnkit, torch
+        >>> attention = attnkit.create("causal", d_in=3, d_out=2, context_length=8).eval()
+        >>> x = torch.rand(1, 5, 3)
+        >>> cache = attnkit.KVCache()
+        >>> with torch.no_grad():
+        ...     steps = [attention(x[:, t : t + 1], cache=cache) for t in range(5)]
+        ...     full = attention(x)
+        >>> cache.length
+        5
+        >>> torch.allclose(torch.cat(steps, dim=1), full, atol=1e-6)
+        True
+    """
+
+    def __init__(self) -> None:
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._length = 0
+        self._children: dict[int, KVCache] = {}
+
+    @property
+    def length(self) -> int:
+        """How many tokens the cache holds (for a composite module, its first part's count)."""
+        if self._keys is None and self._children:
+            return self._children[min(self._children)].length
+        return self._length
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None else self._keys[:, :, : self._length]
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values is None else self._values[:, :, : self._length]
+
+    def append(
+        self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the keys and values of new tokens; return those of every token so far.
+
+        Args:
+            keys: ``(batch, heads, new_tokens, d_k)``.
+            values: ``(batch, heads, new_tokens, d_v)``.
+            capacity: The most tokens this cache will hold (the module's
+                ``context_length``); buffers of that size are allocated once.
+
+        Returns:
+            ``(keys, values)`` of shapes ``(batch, heads, length, d_k)`` and
+            ``(batch, heads, length, d_v)``, ``length`` counting the new tokens.
+
+        Raises:
+            ValueError: The new keys do not match the stored ones in batch size,
+                heads, width, dtype or device, or they would exceed ``capacity``.
+        """
+        new = keys.shape[2]
+        if self._keys is not None:
+            self._check_compatible(keys, values)
+        if capacity is not None and self._length + new > capacity:
+            raise ValueError(
+                f"KVCache: holds {self._length} tokens and {new} more would exceed the "
+                f"capacity of {capacity}; start a new cache or call reset()"
+            )
+        if torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad):
+            self._keys = keys if self._keys is None else torch.cat((self.keys, keys), dim=2)
+            self._values = (
+                values if self._values is None else torch.cat((self.values, values), dim=2)
+            )
+        else:
+            self._write_in_place(keys, values, capacity)
+        self._length += new
+        return self.keys, self.values
+
+    def _write_in_place(
+        self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None
+    ) -> None:
+        start, end = self._length, self._length + keys.shape[2]
+        if self._keys is None or self._keys.shape[2] < end or self._keys.requires_grad:
+            size = max(end, capacity or end)
+            old_keys, old_values = self.keys, self.values
+            self._keys = keys.new_empty((*keys.shape[:2], size, keys.shape[3]))
+            self._values = values.new_empty((*values.shape[:2], size, values.shape[3]))
+            if old_keys is not None:
+                self._keys[:, :, :start] = old_keys.detach()
+                self._values[:, :, :start] = old_values.detach()
+        self._keys[:, :, start:end] = keys
+        self._values[:, :, start:end] = values
+
+    def _check_compatible(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        stored_k, stored_v = self._keys, self._values
+        assert stored_k is not None and stored_v is not None
+        for label, new, stored in (("keys", keys, stored_k), ("values", values, stored_v)):
+            if new.dim() != 4 or (*new.shape[:2], new.shape[3]) != (
+                *stored.shape[:2],
+                stored.shape[3],
+            ):
+                expected = (*stored.shape[:2], "new_tokens", stored.shape[3])
+                raise ValueError(
+                    f"KVCache: new {label} of shape {tuple(new.shape)} do not match the cached "
+                    f"ones, expected {expected}; use one cache per module and batch of sequences"
+                )
+            if new.dtype != stored.dtype or new.device != stored.device:
+                raise ValueError(
+                    f"KVCache: new {label} are {new.dtype} on {new.device} but the cache holds "
+                    f"{stored.dtype} on {stored.device}"
+                )
+
+    def child(self, index: int) -> KVCache:
+        """The cache of part ``index`` of a module built from several attention modules."""
+        return self._children.setdefault(index, KVCache())
+
+    def reset(self) -> None:
+        """Empty the cache to start a new sequence."""
+        self._keys = self._values = None
+        self._length = 0
+        self._children.clear()
+
+    def __repr__(self) -> str:
+        if self._keys is None and self._children:
+            return f"KVCache(length={self.length}, parts={len(self._children)})"
+        shape = None if self._keys is None else tuple(self.keys.shape)
+        return f"KVCache(length={self.length}, keys={shape})"
