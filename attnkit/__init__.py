@@ -24,6 +24,7 @@ from attnkit.interface import Attention
 from attnkit.registry import (
     PluginInfo,
     create,
+    create_from_config,
     get_variant,
     list_plugins,
     list_variants,
@@ -49,6 +50,7 @@ __all__ = [
     "UnknownVariantError",
     "__version__",
     "create",
+    "create_from_config",
     "get_variant",
     "hookimpl",
     "list_plugins",

@@ -113,6 +113,11 @@ class Attention(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    @property
+    def output_dim(self) -> int | None:
+        """Width of the context vectors ``forward`` returns; ``None`` if it equals the input's."""
+        return self.d_out
+
     def extra_repr(self) -> str:
         sizes = [
             f"{argument}={value}"

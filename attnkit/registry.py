@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import inspect
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ __all__ = [
     "LOCAL_PLUGIN",
     "PluginInfo",
     "create",
+    "create_from_config",
     "get_variant",
     "list_plugins",
     "list_variants",
@@ -402,6 +404,65 @@ def create(name: str, **kwargs: Any) -> Attention:
     cls = get_variant(name)
     _check_arguments(cls, kwargs)
     return cls(**kwargs)
+
+
+def create_from_config(
+    name: str, config: Mapping[str, Any], *, ignore: Iterable[str] = ()
+) -> Attention:
+    """Build variant ``name`` from a config that may carry more keys than it takes.
+
+    A model's config names the attention and carries every setting any
+    attention might need: ``num_heads`` is for multi-head variants, a plugin's
+    ``window`` for its own. This passes each variant the keys its constructor
+    accepts, so that switching the attention is a one-word change of config.
+    It drops a key only if some registered variant accepts it or it is listed in
+    ``ignore`` (the model's own keys); any other key is most likely misspelled,
+    and raises.
+
+    Args:
+        name: The variant to build.
+        config: Keyword arguments, a superset of what the variant takes.
+        ignore: Keys that belong to something else (say ``emb_dim``) and are
+            dropped without a check.
+
+    Raises:
+        UnknownVariantError: No variant has that name.
+        TypeError: A key is accepted by no registered variant and not ignored
+            (the message suggests the closest accepted key), or a required
+            argument is missing.
+
+    Examples:
+        >>> import attnkit
+        >>> config = {"d_in": 8, "d_out": 8, "context_length": 16, "num_heads": 2}
+        >>> type(attnkit.create_from_config("causal", config)).__name__
+        'CausalAttention'
+        >>> attnkit.create_from_config("multihead", config).num_heads
+        2
+        >>> attnkit.create_from_config("causal", {**config, "num_haeds": 2})
+        Traceback (most recent call last):
+        ...
+        TypeError: create_from_config('causal'): no registered variant accepts 'num_haeds' (did you mean 'num_heads'?); pass ignore=['num_haeds'] if it belongs to something else
+    """  # noqa: E501
+    cls = get_variant(name)
+    ignored = set(ignore)
+    accepted = accepted_arguments(cls)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in _signature(cls).parameters.values())
+    with _lock:
+        variants = list(_loaded().variants.values())
+    known = {argument for variant in variants for argument in accepted_arguments(variant)}
+    for key in config:
+        if key not in known and key not in ignored and not takes_any:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"create_from_config({name!r}): no registered variant accepts {key!r}{hint}; "
+                f"pass ignore=[{key!r}] if it belongs to something else"
+            )
+    if takes_any:
+        kwargs = {k: v for k, v in config.items() if k not in ignored}
+    else:
+        kwargs = {k: v for k, v in config.items() if k in accepted}
+    return create(name, **kwargs)
 
 
 def accepted_arguments(cls: type[Attention]) -> dict[str, inspect.Parameter]:

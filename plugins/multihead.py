@@ -176,6 +176,11 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
             for _ in range(num_heads)
         )
 
+    @property
+    def output_dim(self) -> int:
+        """``num_heads * d_out``: the heads' outputs side by side."""
+        return self.num_heads * self.d_out
+
     def forward(
         self,
         x: torch.Tensor,

@@ -402,3 +402,64 @@ def test_the_issue_one_liner_prints_the_five_builtins():
     result = run_python("import attnkit; print(attnkit.list_variants())", ATTNKIT_PLUGINS="")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(BUILTINS)
+
+
+# --- create_from_config ------------------------------------------------------------
+
+
+MODEL_CONFIG = {"d_in": 8, "d_out": 8, "context_length": 16, "num_heads": 2, "dropout": 0.1}
+
+
+@pytest.mark.parametrize("name", ["causal", "multihead", "multihead_wrapper", "self_attention"])
+def test_create_from_config_passes_what_each_variant_accepts(name):
+    attention = attnkit.create_from_config(name, MODEL_CONFIG)
+    assert attention.name == name
+    assert attention.d_in == 8
+
+
+def test_create_from_config_refuses_a_key_no_variant_accepts():
+    with pytest.raises(TypeError) as error:
+        attnkit.create_from_config("causal", {**MODEL_CONFIG, "drop_out": 0.1})
+    assert str(error.value) == (
+        "create_from_config('causal'): no registered variant accepts 'drop_out' "
+        "(did you mean 'dropout'?); pass ignore=['drop_out'] if it belongs to something else"
+    )
+
+
+def test_create_from_config_drops_ignored_keys():
+    config = {**MODEL_CONFIG, "emb_dim": 8, "n_layers": 2}
+    attention = attnkit.create_from_config("multihead", config, ignore=["emb_dim", "n_layers"])
+    assert attention.num_heads == 2
+
+
+def test_create_from_config_still_names_missing_arguments():
+    with pytest.raises(TypeError, match="missing required argument 'context_length'"):
+        attnkit.create_from_config("causal", {"d_in": 8, "d_out": 8})
+
+
+def test_create_from_config_knows_keys_of_variants_registered_later(fresh_registry):
+    class Windowed(make_variant("windowed_cfg")):
+        name = "windowed_cfg"
+
+        def __init__(self, d_in: int, window: int = 4) -> None:
+            super().__init__(d_in=d_in)
+            self.window = window
+
+    with pytest.raises(TypeError, match="no registered variant accepts 'window'"):
+        attnkit.create_from_config("causal", {**MODEL_CONFIG, "window": 3})
+    attnkit.register(Windowed)
+    assert attnkit.create_from_config("windowed_cfg", {**MODEL_CONFIG, "window": 3}).window == 3
+    assert attnkit.create_from_config("causal", {**MODEL_CONFIG, "window": 3}).name == "causal"
+
+
+def test_output_dim():
+    assert (
+        attnkit.create(
+            "multihead_wrapper", d_in=3, d_out=2, context_length=4, num_heads=3
+        ).output_dim
+        == 6
+    )
+    assert (
+        attnkit.create("multihead", d_in=3, d_out=6, context_length=4, num_heads=3).output_dim == 6
+    )
+    assert attnkit.create("simple").output_dim is None
