@@ -78,24 +78,33 @@ class _Registry:
     def load_installed(self) -> None:
         for source in loader.discover():
             info = PluginInfo(source.name, source.distribution, source.version, source.builtin)
-            # Two distributions can declare the same entry-point name; keep both on record.
-            key = source.name if source.name not in self.plugins else source.describe()
+            # A failure is kept on record under a key of its own, so that it never blocks
+            # another distribution's plugin of the same name.
+            failure_key = source.describe()
             try:
                 plugin = source.load()
-            except Exception as error:
-                self.plugins[key] = _failed(info, error)
+            # A plugin calling sys.exit() on import must not end the host program.
+            except (Exception, SystemExit) as error:
+                self.plugins[failure_key] = _failed(info, error)
                 loader.report_failure(source.describe(), "to import", error)
                 continue
             try:
                 self.add_plugin(plugin, info)
             except Exception as error:
-                self.plugins[key] = _failed(info, error)
+                self.plugins[failure_key] = _failed(info, error)
                 loader.report_failure(source.describe(), "to register its variants", error)
 
     def add_plugin(self, plugin: object, info: PluginInfo) -> None:
         """Register ``plugin`` with pluggy and call its hook; on any error, undo both."""
-        if self.manager.has_plugin(info.name) or info.name in self.plugins:
-            raise ValueError(f"a plugin named {info.name!r} is already registered")
+        existing = self.plugins.get(info.name)
+        if self.manager.has_plugin(info.name) or existing is not None:
+            where = ""
+            if existing is not None and existing.distribution is not None:
+                where = f" by distribution {existing.distribution} {existing.version}"
+            raise ValueError(
+                f"a plugin named {info.name!r} is already registered{where}; "
+                f"plugin names must be unique"
+            )
         self.manager.register(plugin, name=info.name)
         try:
             self._check_hooks(plugin, info.name)
@@ -284,7 +293,8 @@ def unregister_plugin(name: str) -> None:
         registry = _loaded()
         if name not in registry.plugins:
             raise KeyError(
-                f"no plugin named {name!r}; plugins: {', '.join(sorted(registry.plugins))}"
+                f"no plugin named {name!r}; loaded plugins: "
+                f"{', '.join(sorted(n for n, p in registry.plugins.items() if p.error is None))}"
             )
         info = registry.plugins[name]
         for variant in info.variants:

@@ -441,15 +441,16 @@ def test_create_from_config_knows_keys_of_variants_registered_later(fresh_regist
     class Windowed(make_variant("windowed_cfg")):
         name = "windowed_cfg"
 
-        def __init__(self, d_in: int, window: int = 4) -> None:
+        def __init__(self, d_in: int, stride_cfg: int = 4) -> None:
             super().__init__(d_in=d_in)
-            self.window = window
+            self.stride_cfg = stride_cfg
 
-    with pytest.raises(TypeError, match="no registered variant accepts 'window'"):
-        attnkit.create_from_config("causal", {**MODEL_CONFIG, "window": 3})
+    with pytest.raises(TypeError, match="no registered variant accepts 'stride_cfg'"):
+        attnkit.create_from_config("causal", {**MODEL_CONFIG, "stride_cfg": 3})
     attnkit.register(Windowed)
-    assert attnkit.create_from_config("windowed_cfg", {**MODEL_CONFIG, "window": 3}).window == 3
-    assert attnkit.create_from_config("causal", {**MODEL_CONFIG, "window": 3}).name == "causal"
+    config = {**MODEL_CONFIG, "stride_cfg": 3}
+    assert attnkit.create_from_config("windowed_cfg", config).stride_cfg == 3
+    assert attnkit.create_from_config("causal", config).name == "causal"
 
 
 def test_output_dim():

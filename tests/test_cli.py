@@ -1,0 +1,372 @@
+"""The ``attnkit`` command, run as a subprocess: each command, its help, its errors, exit codes.
+
+Exit status: 0 success, 1 a failed check (or a plugin failing in strict mode),
+2 bad usage. Plugins that fail are installed from ``tests/distributions/`` by
+putting their folder on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import attnkit
+from attnkit.cli import parse_value
+from attnkit.testing import CHECKS
+
+DISTRIBUTIONS = Path(__file__).parent / "distributions"
+BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+
+
+def attnkit_command(
+    *args: str, folders: tuple[str, ...] = (), command: list[str] | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``python -m attnkit ARGS`` in an 80-column terminal, without ATTNKIT_* variables."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATTNKIT_")}
+    environment["COLUMNS"] = "80"
+    environment["PYTHONPATH"] = os.pathsep.join(str(DISTRIBUTIONS / f) for f in folders)
+    return subprocess.run(
+        [*(command or [sys.executable, "-m", "attnkit"]), *args],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        check=False,
+        timeout=600,
+    )
+
+
+def assert_fits_80_columns(text: str) -> None:
+    long = [line for line in text.splitlines() if len(line) > 80]
+    assert not long, f"lines wider than 80 columns: {long}"
+
+
+# --- Help and usage ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        ([], "usage: attnkit [-h] [--version] COMMAND ..."),
+        (["list"], "usage: attnkit list [-h] [PATTERN]"),
+        (["show"], "usage: attnkit show [-h] NAME"),
+        (["plugins"], "usage: attnkit plugins [-h]"),
+        (["check"], "usage: attnkit check [-h] [--arg KEY=VALUE] [--skip CHECK]"),
+        (["bench"], "usage: attnkit bench [-h]"),
+    ],
+    ids=["attnkit", "list", "show", "plugins", "check", "bench"],
+)
+def test_help(args, usage):
+    result = attnkit_command(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(usage)
+    assert result.stderr == ""
+    if args != ["bench"]:  # attnkit.bench writes its own help
+        assert_fits_80_columns(result.stdout)
+    if not args:
+        for command in ["list", "show", "plugins", "check", "bench"]:
+            assert re.search(rf"^    {command} +\w", result.stdout, flags=re.MULTILINE)
+        assert "exit status: 0 success, 1 a check failed, 2 bad usage." in result.stdout
+        assert "ATTNKIT_PLUGINS" in result.stdout and "ATTNKIT_STRICT_PLUGINS=1" in result.stdout
+    if args == ["check"]:
+        for check in CHECKS:  # every check is listed with its rule
+            assert re.search(rf"^  {check.name} +\S", result.stdout, flags=re.MULTILINE)
+
+
+def test_version_from_the_console_script():
+    script = shutil.which("attnkit", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the attnkit console script is not installed; make install installs it")
+    result = attnkit_command("--version", command=[script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"attnkit {attnkit.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "attnkit: error: the following arguments are required: COMMAND"),
+        (["frobnicate"], "attnkit: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (
+            ["show", "casual"],
+            "attnkit show: error: unknown attention variant 'casual'; did you mean 'causal'? "
+            "Available: causal, multihead",
+        ),
+        (["check"], "attnkit check: error: the following arguments are required: NAME"),
+        (
+            ["check", "casual"],
+            "attnkit check: error: unknown attention variant 'casual'; did you mean 'causal'?",
+        ),
+        (
+            ["check", "causal", "--arg", "d_in"],
+            "attnkit check: error: argument --arg: expected KEY=VALUE, for example d_in=16; "
+            "got 'd_in'",
+        ),
+        (
+            ["check", "causal", "--arg", "1x=3"],
+            "attnkit check: error: argument --arg: KEY must be a constructor argument name, "
+            "such as d_in; got '1x' in '1x=3'",
+        ),
+        (
+            ["check", "causal", "--arg", "drop_out=0.1"],
+            "attnkit check: error: causal does not take an argument 'drop_out' (did you mean "
+            "'dropout'?); it accepts: d_in, d_out, context_length, dropout=0.0",
+        ),
+        (
+            ["check", "causal", "--arg", "d_in=4", "--arg", "d_in=5"],
+            "attnkit check: error: --arg d_in is given twice (4 and 5)",
+        ),
+        (
+            ["check", "causal", "--arg", "d_in=abc"],
+            "attnkit check: error: cannot build causal(d_in='abc'): CausalAttention(d_in='abc', "
+            "d_out=8, context_length=8, dropout=0.0) raised ValueError: CausalAttention: d_in "
+            "must be a positive integer, got 'abc'",
+        ),
+        (
+            ["check", "multihead", "--arg", "num_heads=3"],
+            "attnkit check: error: cannot build multihead(num_heads=3): ",
+        ),
+        (
+            ["check", "causal", "--compile-backend", "nope"],
+            "attnkit check: error: unknown torch.compile backend 'nope'; the usual ones are "
+            "inductor (the default), aot_eager and eager; all: ",
+        ),
+        (
+            ["check", "causal", "--skip", "causalty"],
+            "attnkit check: error: argument --skip: invalid choice: 'causalty'",
+        ),
+    ],
+    ids=lambda value: " ".join(value) or "no-command" if isinstance(value, list) else "",
+)
+def test_bad_usage_exits_2_with_a_message(args, message):
+    result = attnkit_command(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+# --- list, show, plugins ------------------------------------------------------------------
+
+
+def test_list_prints_a_table_that_fits_80_columns():
+    result = attnkit_command("list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["name", "stage", "causal", "plugin", "summary"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert {*BUILTINS, "window"} <= set(rows)
+    assert rows["causal"][1:4] == ["3", "yes", "attnkit.causal"]
+    assert rows["simple"][1:4] == ["1", "no", "attnkit.simple"]
+    assert rows["window"][1:4] == ["-", "yes", "window"]
+    assert any(line.endswith("...") for line in lines), "long summaries are truncated"
+    assert_fits_80_columns(result.stdout)
+
+
+def test_list_filters_by_pattern():
+    result = attnkit_command("list", "multihead*")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == ["multihead", "multihead_wrapper"]
+    assert "  Efficient causal multi-h" in result.stdout  # summaries are cut to fit
+
+
+def test_list_says_when_nothing_matches():
+    result = attnkit_command("list", "zzz*")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr.startswith("no variant matches 'zzz*'; variants: causal, multihead")
+
+
+def test_show_a_builtin():
+    result = attnkit_command("show", "multihead")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "multihead: Efficient causal multi-head attention: one projection each for Q, K, V, "
+        "split into heads."
+    )
+    out = result.stdout
+    assert "  class:   attnkit_builtins.multihead.MultiHeadAttention\n" in out
+    assert "  stage:   4\n  causal:  yes\n" in out
+    assert (
+        f"  plugin:  attnkit.multihead (distribution attnkit {attnkit.__version__}, built in)"
+        in out
+    )
+    assert re.search(r"^  d_in +int +required$", out, flags=re.MULTILINE)
+    assert re.search(r"^  dropout +float +0\.0$", out, flags=re.MULTILINE)
+    assert re.search(r"^  num_heads +int +required \(keyword-only\)$", out, flags=re.MULTILINE)
+
+
+def test_show_a_third_party_variant_with_its_version():
+    result = attnkit_command("show", "window")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("window: Sliding-window causal attention")
+    assert "  plugin:  window (distribution attnkit-window 0.1.0)\n" in result.stdout
+    assert re.search(r"^  window +int +4$", result.stdout, flags=re.MULTILINE)
+    assert re.search(r"^  num_heads +int +1$", result.stdout, flags=re.MULTILINE)
+
+
+def test_plugins_lists_each_plugin_with_its_distribution_and_version():
+    result = attnkit_command("plugins")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["plugin", "distribution", "variants"]
+    assert re.search(
+        rf"^attnkit\.causal +attnkit {attnkit.__version__} +causal$", result.stdout, re.M
+    )
+    assert re.search(r"^window +attnkit-window 0\.1\.0 +window$", result.stdout, re.M)
+    assert "load errors" not in result.stdout
+    assert_fits_80_columns(result.stdout)
+
+
+def test_plugins_reports_load_errors_and_the_rest_still_load():
+    result = attnkit_command("plugins", folders=("import_error", "hook_error", "good"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^good +attnkit-test-good 1\.0 +uniform_good$", out, re.M)
+    assert re.search(r"^import_error +attnkit-test-import-error 1\.0 +failed to load", out, re.M)
+    errors = " ".join(out[out.index("load errors:") :].split())
+    assert "import_error (distribution attnkit-test-import-error 1.0):" in errors
+    assert "ModuleNotFoundError: No module named 'attnkit_missing_dependency'" in errors
+    assert "hook_error (distribution attnkit-test-hook-error 2.0): RuntimeError: the hook" in errors
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "attnkit: warning: plugin 'hook_error' (distribution attnkit-test-hook-error 2.0) failed "
+        "to register its variants: RuntimeError: the hook failed on purpose."
+    )
+    assert warnings[1].startswith(
+        "attnkit: warning: plugin 'import_error' (distribution attnkit-test-import-error 1.0) "
+        "failed to import: ModuleNotFoundError"
+    )
+
+
+def test_attnkit_plugins_honours_the_selection_variable():
+    result = attnkit_command("plugins", folders=("good",), ATTNKIT_PLUGINS="")
+    assert result.returncode == 0, result.stderr
+    assert "window" not in result.stdout and "uniform_good" not in result.stdout
+    assert "ATTNKIT_PLUGINS='': third-party plugins from none only" in result.stdout
+
+
+def test_strict_mode_makes_a_broken_plugin_an_error():
+    result = attnkit_command("list", folders=("import_error",), ATTNKIT_STRICT_PLUGINS="1")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "ModuleNotFoundError: No module named 'attnkit_missing_dependency'" in result.stderr
+    assert "The above exception was the direct cause of the following exception" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        "attnkit: error: plugin 'import_error' (distribution attnkit-test-import-error 1.0) "
+        "failed to import: ModuleNotFoundError: No module named 'attnkit_missing_dependency'"
+    )
+
+
+# --- check ---------------------------------------------------------------------------------
+
+
+def test_check_passes_the_example_plugin():
+    result = attnkit_command("check", "window", "--arg", "window=2", "--arg", "qkv_bias=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("checking window: Sliding-window causal attention")
+    assert "  plugin:    window (distribution attnkit-window 0.1.0)\n" in out
+    assert (
+        "  arguments: d_in=8, d_out=8, context_length=8, num_heads=2, dropout=0.0,\n"
+        "             window=2, qkv_bias=True\n"
+    ) in out
+    for check in CHECKS:
+        assert re.search(rf"^  PASS  {check.name} ", out, re.M), check.name
+    assert f"{len(CHECKS)} passed, 0 failed, 0 skipped\n" in out
+    assert out.endswith("window passed every check that applies.\n")
+    assert_fits_80_columns(out)
+
+
+@pytest.mark.parametrize(
+    ("variant", "check", "message"),
+    [
+        (
+            "lookahead",
+            "causality",
+            "output at position 0 changed when tokens after it were perturbed",
+        ),
+        (
+            "unnormalised",
+            "need_weights",
+            "weights of (batch 0, head 0, query 0) sum to",
+        ),
+    ],
+    ids=["lookahead", "unnormalised"],
+)
+def test_check_fails_a_variant_that_breaks_a_rule(variant, check, message):
+    result = attnkit_command("check", variant, "--skip", "compile", folders=("broken",))
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    failed = re.search(rf"^  FAIL  {check} +(.*(\n {{20,}}.*)*)", out, re.M)
+    assert failed, out
+    assert message in " ".join(failed.group(1).split())
+    assert re.search(r"^  SKIP  compile +skipped on request$", out, re.M)
+    assert out.rstrip().splitlines()[-1] == f"{variant} failed: {check}"
+
+
+def test_a_plugin_that_fails_to_import_leaves_the_others_usable():
+    result = attnkit_command(
+        "check", "uniform_good", "--skip", "compile", folders=("import_error", "good")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "attnkit: warning: plugin 'import_error'" in result.stderr
+    assert "uniform_good passed every check that applies." in result.stdout
+
+
+# --- bench is wired lazily ------------------------------------------------------------------
+
+
+def test_bench_is_imported_only_for_bench_and_its_absence_breaks_nothing_else():
+    code = textwrap.dedent(
+        """
+        import sys
+        from attnkit.cli import main
+        print("list", main(["list", "causal"]))
+        print("bench imported", "attnkit.bench" in sys.modules)
+        sys.modules["attnkit.bench"] = None  # as if the module were missing
+        print("bench", main(["bench", "--quick"]))
+        print("show", main(["show", "causal"]))
+        """
+    )
+    result = attnkit_command(command=[sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    statuses = [
+        line for line in result.stdout.splitlines() if line.startswith(("list ", "bench", "show "))
+    ]
+    assert statuses == ["list 0", "bench imported False", "bench 1", "show 0"]
+    assert "attnkit bench: error: attnkit bench is not available: cannot import attnkit.bench" in (
+        result.stderr
+    )
+
+
+# --- Reading --arg values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("16", 16),
+        ("-2", -2),
+        ("0.25", 0.25),
+        ("1e-3", 0.001),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("fused", "fused"),
+        ("'16'", "16"),
+        ('"a b"', "a b"),
+        ("", ""),
+    ],
+)
+def test_parse_value(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)

@@ -1,0 +1,369 @@
+"""The loading policy, with real installed distributions: failures, strict mode, selection.
+
+The distributions in ``tests/distributions/`` (see its README) are installed by
+putting their folder on ``sys.path``; ``importlib.metadata`` then finds their
+``dist-info`` as it finds any installed package. attnkit-window, the example
+plugin, is installed into the environment by ``make install`` as a regular
+package. Nothing here mocks ``importlib``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import traceback
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnkit
+from attnkit.errors import PluginLoadError, PluginLoadWarning
+from tests.conftest import build, input_width
+
+DISTRIBUTIONS = Path(__file__).parent / "distributions"
+BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+FIXTURE_MODULES = (
+    "attnkit_test_",
+    "attnkit_missing_dependency",
+)
+
+
+@pytest.fixture
+def install(fresh_registry, monkeypatch):
+    """Install fixture distributions by folder name; undone (and plugins reloaded) after.
+
+    Also clears the plugin-selection and strict-mode variables, so that each test
+    starts from the default policy.
+    """
+    monkeypatch.delenv("ATTNKIT_PLUGINS", raising=False)
+    monkeypatch.delenv("ATTNKIT_STRICT_PLUGINS", raising=False)
+
+    def install(*folders: str) -> None:
+        for folder in folders:
+            monkeypatch.syspath_prepend(str(DISTRIBUTIONS / folder))
+
+    yield install
+    for module in [m for m in sys.modules if m.startswith(FIXTURE_MODULES)]:
+        del sys.modules[module]
+
+
+def plugin(name: str, distribution: str | None = None) -> attnkit.PluginInfo:
+    return next(
+        p
+        for p in attnkit.list_plugins()
+        if p.name == name and (distribution is None or p.distribution == distribution)
+    )
+
+
+def assert_usable(*names: str) -> None:
+    """Each variant can be created and run."""
+    for name in names:
+        attention = build(name).eval()
+        out = attention(torch.randn(2, 4, input_width(attention)))
+        assert out.shape[:2] == (2, 4), name
+
+
+# --- The example plugin, installed like a package from PyPI ------------------------------
+
+
+def test_the_example_plugin_is_installed_as_a_regular_distribution():
+    try:
+        window = distribution("attnkit-window")
+    except PackageNotFoundError as error:
+        pytest.fail(
+            f"attnkit-window is not installed ({error}); `make install` installs it from "
+            f"examples/attnkit-window"
+        )
+    points = [p for p in window.entry_points if p.group == "attnkit"]
+    assert [(p.name, p.value) for p in points] == [("window", "attnkit_window")]
+    # A regular install: built, and copied into site-packages, not linked to the source.
+    import attnkit_window
+
+    source = Path(__file__).parent.parent / "examples" / "attnkit-window"
+    assert source.resolve() not in Path(attnkit_window.__file__).resolve().parents
+    direct_url = window.read_text("direct_url.json")
+    if direct_url is not None:  # pip records where it came from
+        assert not json.loads(direct_url).get("dir_info", {}).get("editable", False)
+
+
+def test_the_example_plugin_is_discovered_through_its_entry_point():
+    assert "window" in attnkit.list_variants()
+    info = plugin("window")
+    assert (info.distribution, info.version) == (
+        "attnkit-window",
+        distribution("attnkit-window").version,
+    )
+    assert info.variants == ("window",) and not info.builtin and info.error is None
+    assert attnkit.get_variant("window").__module__ == "attnkit_window"
+    assert_usable("window")
+
+
+# --- Failures: warned about, naming plugin and distribution; everything else loads ------
+
+
+def test_a_plugin_that_fails_to_import_is_skipped_with_a_warning(install):
+    install("import_error", "good")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.reload_plugins()
+    [warning] = caught
+    message = str(warning.message)
+    assert message.startswith(
+        "attnkit: plugin 'import_error' (distribution attnkit-test-import-error 1.0) failed to "
+        "import: ModuleNotFoundError: No module named 'attnkit_missing_dependency'."
+    )
+    assert "every other plugin loaded" in message and "ATTNKIT_STRICT_PLUGINS=1" in message
+    info = plugin("import_error")
+    assert info.error == "ModuleNotFoundError: No module named 'attnkit_missing_dependency'"
+    assert info.variants == ()
+    assert {*BUILTINS, "uniform_good"} <= set(attnkit.list_variants())
+    assert_usable(*BUILTINS, "uniform_good")
+
+
+def test_a_plugin_whose_hook_raises_registers_nothing(install):
+    install("hook_error", "good")
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"plugin 'hook_error' \(distribution attnkit-test-hook-error 2\.0\) failed to "
+        r"register its variants: RuntimeError: the hook failed on purpose",
+    ):
+        attnkit.reload_plugins()
+    # It registered a variant before raising; that variant was rolled back.
+    assert "half_registered" not in attnkit.list_variants()
+    assert not attnkit.plugin_manager().has_plugin("hook_error")
+    assert plugin("hook_error").error == "RuntimeError: the hook failed on purpose"
+    assert_usable(*BUILTINS, "uniform_good")
+
+
+def test_a_misspelled_hook_is_reported(install):
+    install("misspelled")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.reload_plugins()
+    [warning] = caught
+    assert (
+        "plugin 'misspelled' (distribution attnkit-test-misspelled 1.0) failed to register its "
+        "variants: PluginValidationError: plugin 'misspelled' implements 'register_variant', "
+        "which is not an attnkit hook; did you mean 'register_variants'?"
+    ) in str(warning.message)
+    assert "never_registered" not in attnkit.list_variants()
+    assert not attnkit.plugin_manager().has_plugin("misspelled")
+    attnkit.plugin_manager().check_pending()  # nothing unverified was left registered
+    assert_usable(*BUILTINS)
+
+
+def test_a_duplicate_variant_name_across_distributions_keeps_the_first(install):
+    install("good", "twin")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.reload_plugins()
+    [warning] = caught
+    message = str(warning.message)
+    assert (
+        "plugin 'twin' (distribution attnkit-test-twin 1.0) failed to register its variants: "
+        "DuplicateVariantError: variant 'uniform_good' (attnkit_test_twin.AnotherUniformAttention)"
+        " from plugin 'twin' is already registered by plugin 'good' (distribution "
+        "attnkit-test-good 1.0) as attnkit_test_good.UniformAttention"
+    ) in message
+    assert attnkit.get_variant("uniform_good").__module__ == "attnkit_test_good"
+    assert plugin("twin").error.startswith("DuplicateVariantError")
+    assert_usable(*BUILTINS, "uniform_good")
+
+
+def test_a_duplicate_plugin_name_across_distributions_keeps_the_first(install):
+    install("good", "namesake")
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"plugin 'good' \(distribution attnkit-test-namesake 1\.0\) failed to register "
+        r"its variants: ValueError: a plugin named 'good' is already registered by "
+        r"distribution attnkit-test-good 1\.0",
+    ):
+        attnkit.reload_plugins()
+    assert "namesake" not in attnkit.list_variants()
+    assert plugin("good", "attnkit-test-good").error is None
+    assert plugin("good", "attnkit-test-namesake").error.startswith("ValueError")
+    assert_usable("uniform_good")
+
+
+def test_a_failed_plugin_does_not_block_a_later_plugin_of_the_same_name(install):
+    install("import_error", "understudy")
+    with pytest.warns(PluginLoadWarning, match="plugin 'import_error' .* failed to import"):
+        attnkit.reload_plugins()
+    assert plugin("import_error", "attnkit-test-import-error").error is not None
+    assert plugin("import_error", "attnkit-test-understudy").error is None
+    assert_usable(*BUILTINS, "understudy")
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_skipped(install):
+    install("exits", "good")
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"plugin 'exits' \(distribution attnkit-test-exits 1\.0\) failed to import: "
+        r"SystemExit: 3",
+    ):
+        attnkit.reload_plugins()
+    assert plugin("exits").error == "SystemExit: 3"
+    assert_usable(*BUILTINS, "uniform_good")
+
+
+def test_every_failure_is_reported_and_everything_else_loads(install):
+    install("good", "import_error", "hook_error", "misspelled", "broken")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.reload_plugins()
+    failed = sorted(str(w.message).split("'")[1] for w in caught)
+    assert failed == ["hook_error", "import_error", "misspelled"]
+    assert {*BUILTINS, "uniform_good", "lookahead", "unnormalised"} <= set(attnkit.list_variants())
+    assert_usable(*BUILTINS, "uniform_good", "lookahead")
+
+
+# --- Strict mode -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_strict_mode_raises_chaining_the_import_error(install, monkeypatch, value):
+    install("import_error")
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", value)
+    with pytest.raises(PluginLoadError) as error:
+        attnkit.reload_plugins()
+    assert str(error.value) == (
+        "attnkit: plugin 'import_error' (distribution attnkit-test-import-error 1.0) failed to "
+        "import: ModuleNotFoundError: No module named 'attnkit_missing_dependency'"
+    )
+    cause = error.value.__cause__
+    assert isinstance(cause, ModuleNotFoundError) and cause.name == "attnkit_missing_dependency"
+    assert "attnkit_test_import_error.py" in "".join(traceback.format_exception(error.value))
+
+
+def test_strict_mode_raises_chaining_the_hook_error(install, monkeypatch):
+    install("hook_error")
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="plugin 'hook_error' .* RuntimeError") as error:
+        attnkit.reload_plugins()
+    assert isinstance(error.value.__cause__, RuntimeError)
+    frames = traceback.extract_tb(error.value.__cause__.__traceback__)
+    assert frames[-1].filename.endswith("attnkit_test_hook_error.py")
+    assert frames[-1].name == "register_variants"
+
+
+def test_strict_mode_then_fixing_the_environment_loads_again(install, monkeypatch):
+    install("import_error")
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError):
+        attnkit.reload_plugins()
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "0")  # not strict: warn and carry on
+    with pytest.warns(PluginLoadWarning, match="import_error"):
+        assert set(BUILTINS) <= set(attnkit.list_variants())
+
+
+# --- Choosing plugins: ATTNKIT_PLUGINS ---------------------------------------------------
+
+
+def test_unset_loads_every_plugin(install):
+    install("good")
+    attnkit.reload_plugins()
+    assert {*BUILTINS, "uniform_good", "window"} <= set(attnkit.list_variants())
+
+
+def test_empty_loads_only_the_builtins(install, monkeypatch):
+    install("good", "import_error")
+    monkeypatch.setenv("ATTNKIT_PLUGINS", "")
+    attnkit.reload_plugins()  # the broken plugin is not even imported: no warning
+    assert set(BUILTINS) <= set(attnkit.list_variants())
+    assert all(p.builtin for p in attnkit.list_plugins())
+    assert all(
+        attnkit.get_variant(n).plugin.startswith("attnkit.") for n in attnkit.list_variants()
+    )
+    assert "attnkit_test_import_error" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    "selection", ["attnkit-test-good", " Attnkit_Test.Good , ", "attnkit-test-good,attnkit-window"]
+)
+def test_a_list_loads_those_distributions(install, monkeypatch, selection):
+    install("good", "import_error")
+    monkeypatch.setenv("ATTNKIT_PLUGINS", selection)
+    attnkit.reload_plugins()
+    names = set(attnkit.list_variants())
+    assert {*BUILTINS, "uniform_good"} <= names
+    assert ("window" in names) == ("window" in selection)
+    assert "attnkit_test_import_error" not in sys.modules
+
+
+def test_an_unknown_name_warns_and_the_rest_load(install, monkeypatch):
+    install("good")
+    monkeypatch.setenv("ATTNKIT_PLUGINS", "attnkit-test-good,attnkit-nope")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.reload_plugins()
+    [warning] = caught
+    message = str(warning.message)
+    assert message.startswith(
+        "attnkit: ATTNKIT_PLUGINS names 'attnkit-nope', which is not an installed attnkit "
+        "plugin distribution; installed: "
+    )
+    assert "attnkit-test-good" in message.split("installed: ")[1]
+    assert {*BUILTINS, "uniform_good"} <= set(attnkit.list_variants())
+
+
+def test_the_builtins_load_whatever_the_list_says(install, monkeypatch):
+    monkeypatch.setenv("ATTNKIT_PLUGINS", "attnkit-window")
+    attnkit.reload_plugins()
+    assert set(BUILTINS) <= set(attnkit.list_variants())
+    assert [p.distribution for p in attnkit.list_plugins() if not p.builtin] == ["attnkit-window"]
+    assert_usable(*BUILTINS)
+
+
+def run_python(code: str, *folders: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATTNKIT_")}
+    environment["PYTHONPATH"] = os.pathsep.join(str(DISTRIBUTIONS / f) for f in folders)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        check=False,
+    )
+
+
+def test_variables_are_read_when_plugins_load_not_at_import():
+    result = run_python(
+        """
+        import os
+        import attnkit
+        os.environ["ATTNKIT_PLUGINS"] = ""
+        print(all(p.builtin for p in attnkit.list_plugins()))
+        os.environ["ATTNKIT_PLUGINS"] = "attnkit-test-good"
+        attnkit.reload_plugins()
+        print("uniform_good" in attnkit.list_variants())
+        """,
+        "good",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True", "True"]
+
+
+def test_a_plugin_that_raises_on_import_leaves_a_fresh_process_usable():
+    result = run_python(
+        """
+        import torch, attnkit
+        for name in attnkit.list_variants():
+            kwargs = dict(d_in=4, d_out=4, context_length=8, num_heads=2)
+            accepted = attnkit.registry.accepted_arguments(attnkit.get_variant(name))
+            attention = attnkit.create(name, **{k: v for k, v in kwargs.items() if k in accepted})
+            attention(torch.rand(3, 4))
+            print(name)
+        """,
+        "import_error",
+        "good",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PluginLoadWarning: attnkit: plugin 'import_error'" in result.stderr
+    assert {*BUILTINS, "uniform_good"} <= set(result.stdout.split())
+
+
+def test_entry_points_of_the_fixtures_are_real_metadata(install):
+    install("good")
+    [point] = [p for p in entry_points(group="attnkit") if p.name == "good"]
+    assert point.value == "attnkit_test_good"
+    assert point.dist.metadata["Name"] == "attnkit-test-good"

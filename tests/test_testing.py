@@ -1,0 +1,740 @@
+"""The conformance kit, `attnkit.testing`: every registered variant passes it, and each
+check fails, naming its rule, on a variant broken on purpose.
+
+The broken variants below are small single-head attentions that each get one
+thing wrong. They are checked as classes, without being registered.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import attnkit
+from attnkit.testing import (
+    CHECKS,
+    DEFAULT_ARGUMENTS,
+    CheckResult,
+    Outcome,
+    VariantBuildError,
+    VariantSpec,
+    build_arguments,
+    check_variant,
+    compile_support,
+    parametrize_with_checks,
+)
+
+CHECK_NAMES = [check.name for check in CHECKS]
+
+
+# --- Every registered variant passes ---------------------------------------------------
+
+
+@parametrize_with_checks(attnkit.list_variants())
+def test_registered_variants_conform(variant, check):
+    check(variant)
+
+
+def test_the_builtins_are_among_the_checked():
+    builtins = {v for p in attnkit.list_plugins() if p.builtin for v in p.variants}
+    assert {"simple", "self_attention", "causal", "multihead", "multihead_wrapper"} <= builtins
+    assert builtins <= set(attnkit.list_variants())
+
+
+# --- Variants broken on purpose ----------------------------------------------------------
+
+
+class Working(attnkit.Attention):
+    """Single-head scaled dot-product attention, correct; the broken variants subclass it."""
+
+    causal = False
+    width = 8
+
+    def __init__(self, d_in: int = 8, context_length: int = 8) -> None:
+        super().__init__(d_in=d_in, context_length=context_length)
+        self.W_query = nn.Linear(d_in, d_in)
+        self.W_key = nn.Linear(d_in, d_in)
+        self.W_value = nn.Linear(d_in, d_in)
+
+    def hidden(self, tokens: int, device: torch.device) -> torch.Tensor | None:
+        """Boolean (tokens, tokens), True where a query must not attend; None: attend to all."""
+        if not self.causal:
+            return None
+        return torch.ones(tokens, tokens, dtype=torch.bool, device=device).triu(1)
+
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = queries @ keys.transpose(1, 2) / x.shape[-1] ** 0.5
+        hidden = self.hidden(x.shape[1], x.device)
+        if hidden is not None:
+            scores = scores.masked_fill(hidden, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        return weights @ values, weights.unsqueeze(1)
+
+    def forward(self, x, need_weights=False):
+        context, weights = self.attend(x)
+        return (context, weights) if need_weights else context
+
+
+class WorkingCausal(Working):
+    """Causal single-head attention, correct."""
+
+    causal = True
+
+
+class WorkingCached(WorkingCausal):
+    """Causal single-head attention with a correct KV cache."""
+
+    supports_kv_cache = True
+
+    def forward(self, x, need_weights=False, *, cache=None):
+        if cache is None:
+            return super().forward(x, need_weights)
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        keys, values = cache.append(keys.unsqueeze(1), values.unsqueeze(1))
+        keys, values = keys.squeeze(1), values.squeeze(1)
+        past = keys.shape[1] - x.shape[1]
+        scores = queries @ keys.transpose(1, 2) / x.shape[-1] ** 0.5
+        hidden = torch.ones(keys.shape[1], keys.shape[1], dtype=torch.bool).triu(1)[past:]
+        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+        context = weights @ values
+        return (context, weights.unsqueeze(1)) if need_weights else context
+
+
+class ForgetsTheCache(WorkingCausal):
+    """Declares a KV cache but ignores it: each new token attends only to itself."""
+
+    supports_kv_cache = True
+
+    def forward(self, x, need_weights=False, *, cache=None):
+        return super().forward(x, need_weights)
+
+
+class CachesWithoutCausality(Working):
+    """Declares a KV cache although it is not causal."""
+
+    supports_kv_cache = True
+
+    def forward(self, x, need_weights=False, *, cache=None):
+        return super().forward(x, need_weights)
+
+
+class ReducesTokens(Working):
+    """Returns one vector per sequence instead of one per token."""
+
+    def forward(self, x, need_weights=False):
+        return self.attend(x)[0].mean(1)
+
+
+class ChangesDtype(Working):
+    """Returns float64 whatever the input."""
+
+    def forward(self, x, need_weights=False):
+        return self.attend(x)[0].double()
+
+
+class MisstatesItsWidth(Working):
+    """Declares an output_dim that is not the width of what it returns."""
+
+    @property
+    def output_dim(self):
+        return 2 * self.d_in
+
+
+class MixesTheBatch(Working):
+    """Subtracts the batch mean, so each sequence's output depends on the others."""
+
+    def forward(self, x, need_weights=False):
+        context = self.attend(x)[0]
+        return context - context.mean(0, keepdim=True)
+
+
+def _raw_forward(self, x, need_weights=False):
+    context, weights = self.attend(x if x.dim() == 3 else x.reshape(1, -1, self.width))
+    return (context, weights) if need_weights else context
+
+
+class SkipsInputChecks(Working):
+    """Its forward is swapped after class creation, bypassing the base class's checks."""
+
+
+SkipsInputChecks.forward = _raw_forward
+
+
+class ForgetsDIn(Working):
+    """Takes d_in but does not pass it to the base class, so widths go unchecked."""
+
+    def __init__(self, d_in: int = 8) -> None:
+        attnkit.Attention.__init__(self)
+        self.W_query = nn.Linear(d_in, d_in)
+        self.W_key = nn.Linear(d_in, d_in)
+        self.W_value = nn.Linear(d_in, d_in)
+
+
+class Unnormalised(Working):
+    """Returns exponentiated scores as weights: rows do not sum to 1."""
+
+    def forward(self, x, need_weights=False):
+        context, weights = self.attend(x)
+        return (context, weights.exp()) if need_weights else context
+
+
+class NegativeWeights(Working):
+    """Rows sum to 1, but some weights are negative."""
+
+    def forward(self, x, need_weights=False):
+        context, weights = self.attend(x)
+        return (context, 2 * weights - 1 / x.shape[1]) if need_weights else context
+
+
+class WeightsWithoutHeads(Working):
+    """Returns weights of shape (batch, tokens, tokens)."""
+
+    def forward(self, x, need_weights=False):
+        context, weights = self.attend(x)
+        return (context, weights[:, 0]) if need_weights else context
+
+
+class IgnoresNeedWeights(Working):
+    """Returns only the context, whatever need_weights says."""
+
+    def forward(self, x, need_weights=False):
+        return self.attend(x)[0]
+
+
+class ChangesWithNeedWeights(Working):
+    """Returns a different context when asked for the weights."""
+
+    def forward(self, x, need_weights=False):
+        context, weights = self.attend(x)
+        return (2 * context, weights) if need_weights else context
+
+
+class LooksAhead(WorkingCausal):
+    """Declares itself causal, but each token also sees the next one."""
+
+    def hidden(self, tokens, device):
+        return torch.ones(tokens, tokens, dtype=torch.bool, device=device).triu(2)
+
+
+class LeaksAtPositionTwo(WorkingCausal):
+    """Causal, except that the token at position 2 also sees position 4."""
+
+    def hidden(self, tokens, device):
+        hidden = super().hidden(tokens, device)
+        if tokens > 4:
+            hidden[2, 4] = False
+        return hidden
+
+
+class ReportsFutureWeights(WorkingCausal):
+    """Computes causally, but reports weights that look ahead."""
+
+    def forward(self, x, need_weights=False):
+        context, _ = self.attend(x)
+        self.causal = False  # report the weights as if it were not causal
+        _, weights = self.attend(x)
+        del self.causal
+        return (context, weights) if need_weights else context
+
+
+class AlwaysDropout(Working):
+    """Applies dropout in eval mode too."""
+
+    def __init__(self, d_in: int = 8, dropout: float = 0.0) -> None:
+        super().__init__(d_in=d_in)
+        self.p = dropout
+
+    def forward(self, x, need_weights=False):
+        return F.dropout(self.attend(x)[0], p=self.p, training=True)
+
+
+class UnusedParameter(Working):
+    """Has a parameter that forward never uses."""
+
+    def __init__(self, d_in: int = 8) -> None:
+        super().__init__(d_in=d_in)
+        self.unused = nn.Parameter(torch.zeros(d_in))
+
+
+class DetachesOutput(Working):
+    """Detaches its output, so no gradient flows."""
+
+    def forward(self, x, need_weights=False):
+        return self.attend(x)[0].detach()
+
+
+class CastsToFloat32(Working):
+    """Computes and returns float32 whatever the input dtype."""
+
+    def forward(self, x, need_weights=False):
+        return self.float().attend(x.float())[0]
+
+
+class DriftsInFloat32(Working):
+    """Adds 1e-3 to its float32 outputs only."""
+
+    def forward(self, x, need_weights=False):
+        context = self.attend(x)[0]
+        return context + 1e-3 if x.dtype == torch.float32 else context
+
+
+class RandomBuffer(Working):
+    """Uses a random buffer that is not saved in the state_dict."""
+
+    def __init__(self, d_in: int = 8) -> None:
+        super().__init__(d_in=d_in)
+        self.register_buffer("offset", torch.randn(d_in), persistent=False)
+
+    def forward(self, x, need_weights=False):
+        return self.attend(x + self.offset)[0]
+
+
+class GraphBreak(Working):
+    """Branches in Python on a tensor's value, which torch.compile cannot trace in one graph."""
+
+    def forward(self, x, need_weights=False):
+        context = self.attend(x)[0]
+        if context.sum() > 0:
+            return context
+        return -context
+
+
+class CompiledDiffers(Working):
+    """Computes something else when compiled."""
+
+    def forward(self, x, need_weights=False):
+        context = self.attend(x)[0]
+        return 2 * context if torch.compiler.is_compiling() else context
+
+
+class StrayTensor(WorkingCausal):
+    """Keeps its mask as a plain tensor attribute, which .to() does not move."""
+
+    def __init__(self, d_in: int = 8, context_length: int = 8) -> None:
+        super().__init__(d_in=d_in, context_length=context_length)
+        self.mask = torch.ones(context_length, context_length, dtype=torch.bool).triu(1)
+
+    def hidden(self, tokens, device):
+        return self.mask[:tokens, :tokens]
+
+
+class MaskOnTheCPU(WorkingCausal):
+    """Creates its mask in forward on the default device, not the input's."""
+
+    def hidden(self, tokens, device):
+        return torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+
+
+class Crashes(Working):
+    """Its forward raises."""
+
+    def forward(self, x, need_weights=False):
+        raise RuntimeError("boom")
+
+
+BROKEN = [
+    (
+        "batched_shape",
+        ReducesTokens,
+        r"batched_shape: forward\(x\) with x of shape \(2, 6, 8\) returned shape \(2, 8\); "
+        r"expected \(2, 6, width\): one context vector per token",
+    ),
+    (
+        "batched_shape",
+        ChangesDtype,
+        r"batched_shape: forward\(x\) returned torch.float64 for torch.float32 input",
+    ),
+    (
+        "batched_shape",
+        MisstatesItsWidth,
+        r"batched_shape: forward\(x\) returned context vectors of width 8; expected 16, its "
+        r"output_dim",
+    ),
+    (
+        "unbatched_shape",
+        MixesTheBatch,
+        r"unbatched_shape: forward\(x\[1\]\) differs from forward\(x\)\[1\] \(max abs difference "
+        r"[\d.e-]+\); each sequence of a batch must be processed independently",
+    ),
+    (
+        "rank_validation",
+        SkipsInputChecks,
+        r"rank_validation: (an input of shape \(8,\) \(rank 1\) raised \w+|forward accepted an "
+        r"input of shape \(8,\) \(rank 1\)).*other ranks raise ValueError",
+    ),
+    (
+        "d_in_validation",
+        ForgetsDIn,
+        r"d_in_validation: the variant takes d_in=8 but its d_in attribute is None, so inputs "
+        r"of the wrong width are not caught",
+    ),
+    (
+        "need_weights",
+        Unnormalised,
+        r"need_weights: weights of \(batch 0, head 0, query 0\) sum to [\d.]+; each row of "
+        r"attention weights must sum to 1",
+    ),
+    (
+        "need_weights",
+        NegativeWeights,
+        r"need_weights: weight at \(batch, head, query, key\) = \(\d, 0, \d, \d\) is -[\d.e-]+; "
+        r"attention weights must be non-negative",
+    ),
+    (
+        "need_weights",
+        WeightsWithoutHeads,
+        r"need_weights: weights have shape \(2, 6, 6\); expected \(batch, heads, tokens, "
+        r"tokens\) = \(2, heads, 6, 6\)",
+    ),
+    (
+        "need_weights",
+        IgnoresNeedWeights,
+        r"need_weights: forward\(x, need_weights=True\) returned Tensor; expected a "
+        r"\(context, weights\) pair",
+    ),
+    (
+        "need_weights",
+        ChangesWithNeedWeights,
+        r"need_weights: the context returned with need_weights=True differs from forward\(x\)",
+    ),
+    (
+        "causality",
+        LooksAhead,
+        r"causality: output at position 0 changed when tokens after it were perturbed \(tokens "
+        r"1 to 5; max abs change [\d.e-]+\); a causal variant's output at position t may depend "
+        r"only on tokens 0 to t",
+    ),
+    (
+        "causality",
+        LeaksAtPositionTwo,
+        r"causality: output at position 2 changed when tokens after it were perturbed \(tokens "
+        r"3 to 5;",
+    ),
+    (
+        "causality",
+        ReportsFutureWeights,
+        r"causality: the weight of query 0 on key 1, a later token, is [\d.e-]+ \(batch 0, "
+        r"head 0\); a causal variant's weights must be 0 above the diagonal",
+    ),
+    (
+        "kv_cache",
+        ForgetsTheCache,
+        r"kv_cache: fed through a KVCache \(2 tokens, then one at a time\), the output at "
+        r"position 2 differs from the full sequence's by up to [\d.e-]+; forward\(x, cache=...\) "
+        r"must equal the matching rows of forward on all tokens",
+    ),
+    (
+        "kv_cache",
+        CachesWithoutCausality,
+        r"kv_cache: the variant declares supports_kv_cache = True but not causal = True",
+    ),
+    (
+        "determinism",
+        AlwaysDropout,
+        r"determinism: two forward passes in eval mode with dropout=0.5 differ \(max abs "
+        r"difference [\d.e-]+\); in eval mode, dropout and any other randomness must be off",
+    ),
+    (
+        "gradients",
+        UnusedParameter,
+        r"gradients: parameter 'unused' got no gradient; every trainable parameter must take "
+        r"part in forward",
+    ),
+    (
+        "gradients",
+        DetachesOutput,
+        r"gradients: the output does not require grad; forward must not detach its result",
+    ),
+    (
+        "float64",
+        CastsToFloat32,
+        r"float64: a module and input in torch.float64 gave output in torch.float32; the output "
+        r"must keep the input's dtype",
+    ),
+    (
+        "float64",
+        DriftsInFloat32,
+        r"float64: the float32 output differs from the float64 output of the same weights by up "
+        r"to 0.001 \(tolerance atol=1e-05, rtol=1e-05\)",
+    ),
+    (
+        "bfloat16",
+        CastsToFloat32,
+        r"bfloat16: a module and input in torch.bfloat16 gave output in torch.float32",
+    ),
+    (
+        "state_dict",
+        RandomBuffer,
+        r"state_dict: a module built with another seed and loaded from the state_dict gives "
+        r"different outputs \(max abs difference [\d.e-]+\); everything forward depends on must "
+        r"be a parameter or a persistent buffer",
+    ),
+    (
+        "to_device",
+        StrayTensor,
+        r"to_device: tensor attribute 'mask' is neither a parameter nor a buffer, so .to\(\) "
+        r"leaves it behind; register it with register_buffer",
+    ),
+    (
+        "to_device",
+        MaskOnTheCPU,
+        r"to_device: after .to\('meta'\), forward on a meta input raised RuntimeError: .*; "
+        r"forward must create its tensors on the input's device",
+    ),
+    (
+        "batched_shape",
+        Crashes,
+        r"batched_shape: raised RuntimeError: boom \(rule: forward\(\(batch, tokens, d_in\)\) "
+        r"returns",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "variant", "message"),
+    BROKEN,
+    ids=[f"{check}-{variant.__name__}" for check, variant, _ in BROKEN],
+)
+def test_each_check_fails_on_a_variant_that_breaks_its_rule(check, variant, message):
+    [result] = check_variant(variant, checks=[check]).results
+    assert result.outcome is Outcome.FAILED, result.message
+    assert result.check == check
+    assert result.message.startswith(f"{check}: ")
+    assert re.match(message, result.message), result.message
+
+
+@pytest.mark.parametrize("variant", [Working, WorkingCausal, WorkingCached])
+def test_the_working_variants_pass_every_check(variant):
+    report = check_variant(variant, compile_backend="aot_eager")
+    assert report.ok, str(report)
+    skipped = {result.check for result in report if result.skipped}
+    expected = set() if variant.causal else {"causality"}
+    if not variant.supports_kv_cache:
+        expected.add("kv_cache")
+    assert skipped == expected
+
+
+def test_every_check_has_a_broken_variant_that_fails_it():
+    assert {check for check, _, _ in BROKEN} | {"compile"} == set(CHECK_NAMES)
+
+
+# --- torch.compile ---------------------------------------------------------------------------
+
+
+def test_compile_fails_on_a_graph_break():
+    [result] = check_variant(GraphBreak, checks=["compile"], compile_backend="eager").results
+    assert result.failed
+    assert result.message.startswith(
+        "compile: torch.compile(fullgraph=True, backend='eager') could not compile forward: "
+    )
+    assert result.message.endswith(
+        "forward must trace as one graph (no data-dependent Python control flow, .item(), print "
+        "or other graph breaks)"
+    )
+
+
+def test_compile_fails_when_the_compiled_output_differs():
+    [result] = check_variant(CompiledDiffers, checks=["compile"], compile_backend="eager").results
+    assert result.failed
+    assert result.message.startswith("compile: the compiled module's output differs from eager")
+
+
+def test_compile_is_skipped_where_torch_compile_is_unsupported(monkeypatch):
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    assert "does not support torch.compile on Python" in compile_support()
+    [result] = check_variant(Working, checks=["compile"]).results
+    assert result.skipped
+    assert result.message.startswith("compile: torch ")
+    assert "does not support torch.compile on Python 3." in result.message
+
+
+def test_compile_with_inductor_is_skipped_without_a_cpp_compiler(monkeypatch):
+    import torch._inductor.cpp_builder
+
+    def no_compiler():
+        raise RuntimeError("no g++ here")
+
+    monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", no_compiler)
+    [result] = check_variant(Working, checks=["compile"]).results
+    assert result.skipped
+    assert "the inductor backend needs a C++ compiler on the CPU and found none" in result.message
+    assert "RuntimeError: no g++ here" in result.message
+    assert compile_support("aot_eager") is None  # other backends need no compiler
+
+
+def test_compile_is_supported_here():
+    assert compile_support("inductor") is None
+
+
+# --- Checks that do not apply are skipped, with the reason -----------------------------------
+
+
+def test_causality_is_skipped_for_a_variant_that_does_not_claim_it():
+    result = check_variant("self_attention", checks=["causality"])["causality"]
+    assert result.skipped
+    assert result.message == "causality: the variant does not declare causal = True"
+
+
+def test_d_in_validation_is_skipped_for_a_variant_of_any_width():
+    result = check_variant("simple", checks=["d_in_validation"])["d_in_validation"]
+    assert result.skipped
+    assert result.message == (
+        "d_in_validation: the variant accepts inputs of any width (its d_in is None)"
+    )
+
+
+def test_causality_is_skipped_when_there_is_no_later_token():
+    result = check_variant("causal", {"context_length": 1}, checks=["causality"])["causality"]
+    assert result.skipped
+    assert "context_length 1 leaves no later token to perturb" in result.message
+
+
+def test_checks_can_be_skipped_on_request():
+    report = check_variant("causal", checks=["causality", "compile"], skip=["compile"])
+    assert [(r.check, r.outcome) for r in report] == [
+        ("causality", Outcome.PASSED),
+        ("compile", Outcome.SKIPPED),
+    ]
+    assert report["compile"].message == "compile: skipped on request"
+
+
+# --- The report --------------------------------------------------------------------------------
+
+
+def test_the_report_lists_each_result_in_check_order():
+    report = check_variant(LooksAhead, checks=["need_weights", "causality", "d_in_validation"])
+    assert [r.check for r in report] == ["d_in_validation", "need_weights", "causality"]
+    assert not report.ok
+    assert report.failures == [report["causality"]]
+    assert report.summary() == "2 passed, 1 failed, 0 skipped"
+    assert report.variant == "LooksAhead" and report.cls is LooksAhead
+    assert report.arguments == {"d_in": 8, "context_length": 8}
+    lines = str(report).splitlines()
+    assert lines[0] == "LooksAhead: d_in=8, context_length=8"
+    assert lines[1].startswith("  PASS  d_in_validation: ")
+    assert lines[3].startswith("  FAIL  causality: output at position 0 changed")
+    assert lines[-1] == "2 passed, 1 failed, 0 skipped"
+    assert all(isinstance(r, CheckResult) and r.seconds >= 0 for r in report)
+    with pytest.raises(KeyError, match="no result for check 'compile'; checks that ran: "):
+        report["compile"]
+
+
+def test_a_registered_name_is_reported_by_its_name():
+    report = check_variant("multihead", {"num_heads": 4}, checks=["batched_shape"])
+    assert report.variant == "multihead"
+    assert report.arguments["num_heads"] == 4
+    assert str(report).startswith("multihead: d_in=8, d_out=8, context_length=8, num_heads=4")
+
+
+def test_checking_leaves_the_random_state_and_the_registry_alone():
+    state = torch.get_rng_state()
+    names = attnkit.list_variants()
+    check_variant(Working, checks=["batched_shape", "determinism", "state_dict"])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert attnkit.list_variants() == names
+
+
+# --- Building variants ---------------------------------------------------------------------
+
+
+class NeedsWidth(Working):
+    """Requires an argument the kit has no default for."""
+
+    def __init__(self, d_in: int = 8, *, width: int) -> None:
+        super().__init__(d_in=d_in)
+        self.chosen_width = width
+
+
+def test_build_arguments_take_the_defaults_a_constructor_accepts_and_the_overrides():
+    assert build_arguments("causal") == {
+        k: DEFAULT_ARGUMENTS[k] for k in ("d_in", "d_out", "context_length", "dropout")
+    }
+    assert build_arguments("causal", {"d_in": 4, "qkv_bias": True})["d_in"] == 4
+    assert build_arguments(NeedsWidth, {"width": 3}) == {"d_in": 8, "width": 3}
+
+
+def test_an_unaccepted_argument_is_refused_with_a_suggestion():
+    with pytest.raises(TypeError) as error:
+        check_variant("causal", {"drop_out": 0.1})
+    assert str(error.value).startswith(
+        "causal does not take an argument 'drop_out' (did you mean 'dropout'?); it accepts: "
+        "d_in, d_out, context_length, dropout=0.0"
+    )
+
+
+def test_a_required_argument_without_a_default_must_be_given():
+    with pytest.raises(TypeError) as error:
+        check_variant(NeedsWidth)
+    assert str(error.value).startswith(
+        "NeedsWidth requires 'width', which the kit has no default for; pass a value "
+        "(attnkit check: --arg width=VALUE). It accepts: d_in=8, width"
+    )
+    assert check_variant(NeedsWidth, {"width": 2}, checks=["batched_shape"]).ok
+
+
+def test_a_constructor_that_raises_is_reported_before_any_check():
+    with pytest.raises(VariantBuildError) as error:
+        check_variant("multihead", {"num_heads": 3})
+    assert str(error.value).startswith(
+        "cannot build multihead(num_heads=3): MultiHeadAttention(d_in=8, d_out=8, "
+        "context_length=8, num_heads=3, dropout=0.0) raised ValueError: MultiHeadAttention: "
+        "d_out (8) must be divisible by num_heads (3)"
+    )
+    assert isinstance(error.value.__cause__, ValueError)
+
+
+def test_an_unknown_variant_or_check_is_refused():
+    with pytest.raises(attnkit.UnknownVariantError, match="did you mean 'causal'"):
+        check_variant("casual")
+    with pytest.raises(TypeError, match="expected a variant name or an attnkit.Attention"):
+        check_variant(nn.Linear)
+    with pytest.raises(ValueError, match=r"unknown check 'causalty' in checks; did you mean "):
+        check_variant("causal", checks=["causalty"])
+    with pytest.raises(ValueError, match=r"unknown check 'nope' in skip\. Checks: batched_shape"):
+        check_variant("causal", skip=["nope"])
+
+
+# --- parametrize_with_checks -----------------------------------------------------------------
+
+
+def test_parametrize_with_checks_makes_one_named_test_per_variant_and_check():
+    mark = parametrize_with_checks(["causal", (LooksAhead, {"d_in": 4})]).mark
+    names, parameters = mark.args
+    assert names == ("variant", "check")
+    ids = [parameter.id for parameter in parameters]
+    assert ids[: len(CHECK_NAMES)] == [f"causal-{name}" for name in CHECK_NAMES]
+    assert ids[len(CHECK_NAMES)] == "LooksAhead(d_in=4)-batched_shape"
+    assert len(ids) == 2 * len(CHECK_NAMES)
+    variant, check = parameters[len(CHECK_NAMES)].values
+    assert variant == VariantSpec(LooksAhead, {"d_in": 4}) and repr(check) == "batched_shape"
+
+
+def test_a_check_from_parametrize_with_checks_fails_passes_or_skips_the_test():
+    parameters = {
+        p.id: p.values
+        for p in parametrize_with_checks(
+            [LooksAhead, "self_attention"], checks=["causality", "need_weights"]
+        ).mark.args[1]
+    }
+    variant, check = parameters["LooksAhead-causality"]
+    with pytest.raises(
+        pytest.fail.Exception, match=r"^LooksAhead: causality: output at position 0"
+    ):
+        check(variant)
+    variant, check = parameters["self_attention-causality"]
+    with pytest.raises(pytest.skip.Exception, match="does not declare causal = True"):
+        check(variant)
+    variant, check = parameters["self_attention-need_weights"]
+    assert check(variant).passed
+
+
+def test_parametrize_with_checks_refuses_unknown_check_names():
+    with pytest.raises(ValueError, match="unknown check 'causalty'"):
+        parametrize_with_checks(["causal"], checks=["causalty"])
