@@ -4,16 +4,14 @@ Plugins are found through the ``attnkit`` entry-point group, the built-in ones
 included. Two environment variables, read each time plugins load (not at
 import), decide what happens:
 
-``ATTNKIT_PLUGINS``
-    Which third-party distributions load. Unset: all of them. Empty: none.
-    A comma-separated list of distribution names: those (a name that is not
-    installed is warned about). The built-in plugins always load.
-
-``ATTNKIT_STRICT_PLUGINS``
-    ``1`` (or ``true``, ``yes``, ``on``) makes a plugin that fails to load raise
-    `attnkit.PluginLoadError`, chaining the original error. Otherwise the
-    failure is reported with a `attnkit.PluginLoadWarning` naming the plugin
-    and its distribution, and every other plugin still loads.
+- ``ATTNKIT_PLUGINS`` chooses which third-party distributions load. Unset: all
+  of them. Empty: none. A comma-separated list of distribution names: those (a
+  name that is not installed is warned about). The built-in plugins always load.
+- ``ATTNKIT_STRICT_PLUGINS`` set to ``1`` (or ``true``, ``yes``, ``on``) makes a
+  plugin that fails to load raise `attnkit.PluginLoadError`, chaining the
+  original error. Otherwise the failure is reported with a
+  `attnkit.PluginLoadWarning` naming the plugin and its distribution, and every
+  other plugin still loads.
 """
 
 from __future__ import annotations
