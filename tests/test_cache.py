@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import attnkit
+from attnkit.registry import accepted_arguments
 from tests.conftest import CONTEXT_LENGTH, TOLERANCES, build, input_width
 
 CACHED = [n for n in attnkit.list_variants() if attnkit.get_variant(n).supports_kv_cache]
@@ -32,12 +33,20 @@ def feed(attention, x, chunks, *, need_weights=False):
     return torch.cat(outputs, dim=1), weights
 
 
-@pytest.mark.parametrize("implementation", ["fused", "explicit"])
+def paths(name: str) -> list[dict]:
+    """Both implementations for variants that offer the choice, else the variant as it is."""
+    if "implementation" in accepted_arguments(attnkit.get_variant(name)):
+        return [{"implementation": "fused"}, {"implementation": "explicit"}]
+    return [{}]
+
+
 @pytest.mark.parametrize("chunks", [[1] * 9, [4, 1, 1, 3], [9], [2, 5, 2]])
-@pytest.mark.parametrize("name", CACHED)
-def test_cached_equals_full_sequence(name, chunks, implementation):
+@pytest.mark.parametrize(
+    ("name", "options"), [(name, options) for name in CACHED for options in paths(name)]
+)
+def test_cached_equals_full_sequence(name, options, chunks):
     torch.manual_seed(0)
-    attention = build(name, implementation=implementation).eval().double()
+    attention = build(name, **options).eval().double()
     x = torch.randn(2, 9, input_width(attention), dtype=torch.float64)
     with torch.no_grad():
         cached, _ = feed(attention, x, chunks)

@@ -1,0 +1,341 @@
+"""`GPTModel`: a small GPT-style decoder whose attention is chosen by name.
+
+The architecture is GPT-2's, sized by a plain config dict:
+
+```text
+token ids             (batch, tokens)
+ -> token embedding + position embedding, dropout      (batch, tokens, emb_dim)
+ -> n_layers x TransformerBlock                        (batch, tokens, emb_dim)
+ -> layer norm, linear output head                     (batch, tokens, vocab_size)
+```
+
+Each `TransformerBlock` normalises before each sub-layer and adds a residual
+around it ("pre-norm"):
+
+$$
+h = x + \\operatorname{dropout}\\big(\\operatorname{Attention}(\\operatorname{LN}_1(x))\\big),
+\\qquad
+y = h + \\operatorname{dropout}\\big(\\operatorname{FF}(\\operatorname{LN}_2(h))\\big)
+$$
+
+with $\\operatorname{FF}(h) = W_2\\, \\operatorname{GELU}(W_1 h + b_1) + b_2$, hidden width
+``4 * emb_dim``. The attention is ``attnkit.create_from_config(config["attention"], ...)``,
+so any registered causal variant, built-in or from a plugin, drops in by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+import attnkit
+from attnkit.cache import KVCache
+from attnkit.interface import Attention, check_dropout
+
+__all__ = ["ATTENTION_ARGUMENTS", "GPTModel", "TransformerBlock", "causal_variants"]
+
+_REQUIRED = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+_DEFAULTS: dict[str, Any] = {
+    "attention": "multihead",
+    "drop_rate": 0.0,
+    "qkv_bias": False,
+    "attention_options": {},
+}
+
+ATTENTION_ARGUMENTS = {
+    "d_in": "emb_dim",
+    "d_out": "emb_dim",
+    "context_length": "context_length",
+    "dropout": "drop_rate",
+    "num_heads": "n_heads",
+    "qkv_bias": "qkv_bias",
+}
+"""The attention's keyword arguments (the chapter's names) and the config keys that fill them."""
+
+
+def causal_variants() -> list[str]:
+    """The registered variants that can serve as a decoder's attention (``causal = True``).
+
+    Examples:
+        >>> {"causal", "multihead", "multihead_wrapper"} <= set(causal_variants())
+        True
+        >>> "self_attention" in causal_variants()
+        False
+    """
+    return [name for name in attnkit.list_variants() if attnkit.get_variant(name).causal]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: attention and feed-forward, each inside a residual.
+
+    Args:
+        attention: The block's attention; maps ``(batch, tokens, emb_dim)`` to the same shape.
+        emb_dim: Width of the residual stream.
+        drop_rate: Dropout on each sub-layer's output, before the residual sum.
+    """
+
+    def __init__(self, attention: Attention, emb_dim: int, drop_rate: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(emb_dim)
+        self.attention = attention
+        self.norm2 = nn.LayerNorm(emb_dim)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(emb_dim, 4 * emb_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * emb_dim, emb_dim),
+        )
+        self.drop_residual = nn.Dropout(drop_rate)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x: ``(batch, tokens, emb_dim)`` -> ``(batch, tokens, emb_dim)``.
+
+        With ``cache``, ``x`` holds only the new tokens (see `attnkit.KVCache`).
+        """
+        normed = self.norm1(x)
+        # Only variants with supports_kv_cache take the keyword: pass it only with a cache.
+        attended = self.attention(normed) if cache is None else self.attention(normed, cache=cache)
+        x = x + self.drop_residual(attended)
+        return x + self.drop_residual(self.feed_forward(self.norm2(x)))
+
+
+class GPTModel(nn.Module):
+    """A GPT-style language model whose attention comes from the registry by name.
+
+    Config keys (a plain dict; unknown keys raise, with the closest known key):
+
+    - ``vocab_size``, ``context_length``, ``emb_dim``, ``n_heads``, ``n_layers``:
+      positive integers, required.
+    - ``attention`` (default ``"multihead"``): the name of a registered variant
+      with ``causal = True`` (see `causal_variants`).
+    - ``drop_rate`` (default 0.0): dropout on the embeddings, on each residual
+      branch and, as ``dropout``, on the attention weights.
+    - ``qkv_bias`` (default False): give the query, key and value projections a bias.
+    - ``attention_options`` (default ``{}``): further keyword arguments for the
+      attention, such as a plugin's ``window`` or ``implementation="explicit"``.
+
+    The attention is built by `attnkit.create_from_config` from the keys in
+    `ATTENTION_ARGUMENTS` plus ``attention_options``: each variant receives the
+    arguments it accepts (``num_heads`` reaches multi-head variants only), and a
+    misspelled option, one that no registered variant accepts, raises.
+
+    The residual stream is ``emb_dim`` wide, so the attention's output must be
+    too. It is built with ``d_out = emb_dim`` first. A variant whose output is
+    ``k`` times wider than its ``d_out`` (``multihead_wrapper`` concatenates
+    ``num_heads`` heads of width ``d_out``, reported by its ``output_dim``) is
+    then rebuilt with ``d_out = emb_dim // k``. Rebuilding keeps the model the
+    reference chapter's, with ``emb_dim / num_heads`` per head, where a projection
+    back to ``emb_dim`` would add weights that no other variant has; and it asks
+    the built module for its width rather than naming variants.
+
+    Args:
+        config: The model's settings, as above.
+
+    Attributes:
+        config: The config with defaults filled in.
+        context_length: The most tokens the model can see at once.
+        tok_emb: ``nn.Embedding(vocab_size, emb_dim)``.
+        pos_emb: ``nn.Embedding(context_length, emb_dim)``.
+        blocks: ``n_layers`` `TransformerBlock` modules.
+        final_norm: ``nn.LayerNorm(emb_dim)``.
+        out_head: ``nn.Linear(emb_dim, vocab_size, bias=False)``.
+
+    Raises:
+        TypeError: The config is not a mapping, a value has the wrong type, or an
+            attention option is accepted by no registered variant.
+        ValueError: A key is unknown or missing, a value is out of range, or the
+            attention is not causal or cannot produce ``emb_dim``-wide output.
+        attnkit.UnknownVariantError: No variant is registered as ``attention``.
+
+    Examples:
+        >>> import torch
+        >>> from attnkit.models import GPTModel
+        >>> config = {"vocab_size": 50, "context_length": 16, "emb_dim": 8,
+        ...           "n_heads": 2, "n_layers": 2, "attention": "causal"}
+        >>> model = GPTModel(config)
+        >>> model(torch.tensor([[1, 2, 3]])).shape
+        torch.Size([1, 3, 50])
+        >>> GPTModel({**config, "attention": "self_attention"})
+        Traceback (most recent call last):
+        ...
+        ValueError: GPTModel: attention 'self_attention' is not causal, so each token would see the tokens after it; choose a causal variant: causal, multihead, ...
+    """  # noqa: E501
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.config = _resolved(config)
+        emb_dim = self.config["emb_dim"]
+        self.context_length: int = self.config["context_length"]
+        self.tok_emb = nn.Embedding(self.config["vocab_size"], emb_dim)
+        self.pos_emb = nn.Embedding(self.context_length, emb_dim)
+        self.drop_emb = nn.Dropout(self.config["drop_rate"])
+        self.blocks = nn.ModuleList(
+            TransformerBlock(_build_attention(self.config), emb_dim, self.config["drop_rate"])
+            for _ in range(self.config["n_layers"])
+        )
+        self.final_norm = nn.LayerNorm(emb_dim)
+        self.out_head = nn.Linear(emb_dim, self.config["vocab_size"], bias=False)
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Whether every block's attention accepts an `attnkit.KVCache`."""
+        return all(type(block.attention).supports_kv_cache for block in self.blocks)
+
+    def new_kv_caches(self) -> list[KVCache]:
+        """One empty `attnkit.KVCache` per block, for `forward`'s ``caches``.
+
+        Raises:
+            TypeError: The attention variant does not support a KV cache.
+        """
+        if not self.supports_kv_cache:
+            raise TypeError(
+                f"GPTModel: attention {self.config['attention']!r} does not support a KV cache "
+                f"(supports_kv_cache is False); run it without caches (generate: use_cache=False)"
+            )
+        return [KVCache() for _ in self.blocks]
+
+    def forward(
+        self, token_ids: torch.Tensor, *, caches: Sequence[KVCache] | None = None
+    ) -> torch.Tensor:
+        """Next-token logits for every position.
+
+        Args:
+            token_ids: ``(batch, tokens)`` integer ids below ``vocab_size``.
+            caches: One `attnkit.KVCache` per block (see `new_kv_caches`), or
+                ``None``. With caches, ``token_ids`` holds only the tokens after
+                those already cached, and their positions continue from the
+                cache's length.
+
+        Returns:
+            Logits ``(batch, tokens, vocab_size)``; position ``t`` scores the token
+            that follows ``token_ids[:, t]``.
+
+        Raises:
+            TypeError: ``token_ids`` is not an integer tensor.
+            ValueError: Its shape or values are out of range, the tokens would run
+                past ``context_length``, or ``caches`` has the wrong length.
+        """
+        past = self._check_forward(token_ids, caches)
+        positions = torch.arange(past, past + token_ids.shape[1], device=token_ids.device)
+        x = self.drop_emb(self.tok_emb(token_ids) + self.pos_emb(positions))
+        for index, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[index])
+        return self.out_head(self.final_norm(x))
+
+    def _check_forward(self, token_ids: object, caches: Sequence[KVCache] | None) -> int:
+        if not isinstance(token_ids, torch.Tensor) or token_ids.is_floating_point():
+            kind = token_ids.dtype if isinstance(token_ids, torch.Tensor) else type(token_ids)
+            raise TypeError(f"GPTModel: expected integer token ids, got {kind}")
+        if token_ids.dim() != 2 or token_ids.shape[1] < 1:
+            raise ValueError(
+                f"GPTModel: expected token ids of shape (batch, tokens) with at least one "
+                f"token, got {tuple(token_ids.shape)}"
+            )
+        vocab_size = self.config["vocab_size"]
+        low, high = int(token_ids.min()), int(token_ids.max())
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"GPTModel: token id {bad} is out of range; ids must be in [0, {vocab_size})"
+            )
+        past = 0
+        if caches is not None:
+            if len(caches) != len(self.blocks):
+                raise ValueError(
+                    f"GPTModel: expected one KVCache per block ({len(self.blocks)}), "
+                    f"got {len(caches)}; use model.new_kv_caches()"
+                )
+            past = caches[0].length
+        if past + token_ids.shape[1] > self.context_length:
+            held = f"the caches hold {past} tokens and " if past else ""
+            raise ValueError(
+                f"GPTModel: {held}{token_ids.shape[1]} tokens were given, but context_length "
+                f"is {self.context_length}; crop the input to its last tokens"
+            )
+        return past
+
+
+def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with defaults filled in, checked key by key."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"GPTModel: config must be a dict, got {type(config).__name__}")
+    known = (*_REQUIRED, *_DEFAULTS)
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"GPTModel: unknown config key {key!r}{hint}; known keys: {', '.join(known)}; "
+                f"options for the attention go under 'attention_options'"
+            )
+    missing = [key for key in _REQUIRED if key not in config]
+    if missing:
+        raise ValueError(
+            f"GPTModel: config is missing {', '.join(repr(key) for key in missing)}; "
+            f"required keys: {', '.join(_REQUIRED)}"
+        )
+    resolved = {**_DEFAULTS, **config}
+    for key in _REQUIRED:
+        value = resolved[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"GPTModel: {key} must be a positive integer, got {value!r}")
+    check_dropout(resolved["drop_rate"], "GPTModel: drop_rate")
+    if not isinstance(resolved["qkv_bias"], bool):
+        raise TypeError(f"GPTModel: qkv_bias must be a bool, got {resolved['qkv_bias']!r}")
+    if not isinstance(resolved["attention"], str):
+        raise TypeError(
+            f"GPTModel: attention must be a variant name (str), got {resolved['attention']!r}"
+        )
+    options = resolved["attention_options"]
+    if not isinstance(options, Mapping):
+        raise TypeError(f"GPTModel: attention_options must be a dict, got {type(options).__name__}")
+    for argument in options:
+        if argument in ATTENTION_ARGUMENTS:
+            raise ValueError(
+                f"GPTModel: attention_options may not set {argument!r}; the model sets it "
+                f"from {ATTENTION_ARGUMENTS[argument]!r}"
+            )
+    resolved["attention_options"] = dict(options)
+    return resolved
+
+
+def _build_attention(config: Mapping[str, Any]) -> Attention:
+    """Build the config's attention so that it maps ``emb_dim`` to ``emb_dim``."""
+    name = config["attention"]
+    if not attnkit.get_variant(name).causal:
+        raise ValueError(
+            f"GPTModel: attention {name!r} is not causal, so each token would see the tokens "
+            f"after it; choose a causal variant: {', '.join(causal_variants())}"
+        )
+    emb_dim = config["emb_dim"]
+    arguments = {argument: config[key] for argument, key in ATTENTION_ARGUMENTS.items()}
+    arguments.update(config["attention_options"])
+    attention = _create(name, arguments)
+    width = _output_width(attention, emb_dim)
+    if width != emb_dim and width % emb_dim == 0 and emb_dim % (width // emb_dim) == 0:
+        # The output is `factor` times d_out (heads side by side): shrink d_out to match.
+        factor = width // emb_dim
+        attention = _create(name, {**arguments, "d_out": emb_dim // factor})
+        width = _output_width(attention, emb_dim)
+    if width != emb_dim:
+        raise ValueError(
+            f"GPTModel: attention {name!r} returns context vectors of width {width}, but the "
+            f"residual stream is emb_dim={emb_dim} wide and no d_out gives that width; "
+            f"choose emb_dim, n_heads or attention_options to match"
+        )
+    return attention
+
+
+def _create(name: str, arguments: Mapping[str, Any]) -> Attention:
+    try:
+        return attnkit.create_from_config(name, arguments)
+    except TypeError as error:
+        raise TypeError(f"GPTModel: cannot build attention {name!r}: {error}") from error
+
+
+def _output_width(attention: Attention, emb_dim: int) -> int:
+    """The width of ``attention``'s context vectors for ``emb_dim``-wide input."""
+    return emb_dim if attention.output_dim is None else attention.output_dim

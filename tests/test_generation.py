@@ -1,0 +1,182 @@
+"""generate: cached and uncached greedy generation agree token for token, even past the context."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnkit
+from attnkit.models import GPTModel, causal_variants, generate, next_token
+
+CONFIG = {
+    "vocab_size": 30,
+    "context_length": 16,
+    "emb_dim": 12,
+    "n_heads": 3,
+    "n_layers": 2,
+    "drop_rate": 0.1,
+}
+CACHED = [name for name in causal_variants() if attnkit.get_variant(name).supports_kv_cache]
+UNCACHED = [name for name in causal_variants() if name not in CACHED]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run on one thread: tiny models gain nothing from more, and on a busy machine
+    threads that wait for each other make them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def model_with(name: str) -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel({**CONFIG, "attention": name})
+
+
+class TokenCounter:
+    """Counts the tokens each forward pass of a model runs."""
+
+    def __init__(self, model: GPTModel) -> None:
+        self.passes: list[int] = []
+        model.register_forward_pre_hook(self.count)
+
+    def count(self, module, args):
+        self.passes.append(args[0].shape[1])
+
+
+@pytest.mark.parametrize("prompt_length", [1, 5, 20])
+@pytest.mark.parametrize("name", CACHED)
+def test_greedy_cached_equals_uncached_token_for_token(name, prompt_length):
+    model = model_with(name)
+    prompt = torch.randint(0, CONFIG["vocab_size"], (3, prompt_length))
+    # 30 new tokens run past context_length (16): the cached path slides its window too.
+    cached = generate(model, prompt, 30, use_cache=True)
+    uncached = generate(model, prompt, 30, use_cache=False)
+    assert cached.shape == (3, prompt_length + 30)
+    assert torch.equal(cached[:, :prompt_length], prompt)
+    assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_the_cache_runs_each_token_once_until_the_context_is_full(name):
+    model = model_with(name)
+    counter = TokenCounter(model)
+    generate(model, torch.tensor([[1, 2, 3, 4]]), 12, use_cache=True)
+    assert counter.passes == [4] + [1] * 11  # prefill, then one token per step: 15 tokens
+    counter.passes.clear()
+    generate(model, torch.tensor([[1, 2, 3, 4]]), 14, use_cache=True)
+    assert counter.passes == [4] + [1] * 12 + [16]  # full at 16 tokens: recompute the window
+    counter.passes.clear()
+    generate(model, torch.tensor([[1, 2, 3, 4]]), 12, use_cache=False)
+    assert counter.passes == list(range(4, 16))
+
+
+@pytest.fixture
+def uncached_variant(fresh_registry):
+    """A causal variant registered without the KV-cache capability."""
+
+    class NoCache(attnkit.get_variant("causal")):
+        """Causal attention that does not declare supports_kv_cache."""
+
+        name = "causal_without_cache"
+        supports_kv_cache = False
+
+    attnkit.register(NoCache)
+    return NoCache.name
+
+
+@pytest.mark.parametrize("name", [*UNCACHED, "causal_without_cache"])
+def test_causal_variants_without_a_cache_still_generate(name, uncached_variant):
+    model = model_with(name)
+    assert not model.supports_kv_cache
+    counter = TokenCounter(model)
+    prompt = torch.tensor([[1, 2, 3]])
+    generated = generate(model, prompt, 20)
+    assert generated.shape == (1, 23)
+    assert counter.passes == [*range(3, 17), *[16] * 6]  # the whole window every step
+    assert torch.equal(generated, generate(model, prompt, 20, use_cache=False))
+
+
+def test_use_cache_true_requires_the_capability(uncached_variant):
+    model = model_with(uncached_variant)
+    with pytest.raises(TypeError, match="'causal_without_cache' does not support a KV cache"):
+        generate(model, torch.tensor([[1, 2]]), 3, use_cache=True)
+
+
+def test_an_unbatched_prompt_gives_an_unbatched_result():
+    model = model_with("causal")
+    generated = generate(model, torch.tensor([4, 5, 6]), 4)
+    assert generated.shape == (7,)
+    assert torch.equal(generated, generate(model, torch.tensor([[4, 5, 6]]), 4)[0])
+
+
+def test_generation_runs_in_eval_mode_and_restores_the_mode():
+    model = model_with("multihead").train()
+    prompt = torch.tensor([[1, 2, 3]])
+    first = generate(model, prompt, 10)
+    assert model.training
+    assert torch.equal(first, generate(model, prompt, 10))  # no dropout: deterministic
+    assert not generate(model.eval(), prompt, 1).requires_grad
+    assert not model.training
+
+
+def test_zero_new_tokens_returns_the_prompt():
+    prompt = torch.tensor([[1, 2, 3]])
+    assert torch.equal(generate(model_with("causal"), prompt, 0), prompt)
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model = model_with("multihead")
+    prompt = torch.tensor([[1, 2, 3]])
+
+    def sample(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return generate(model, prompt, 20, temperature=1.0, generator=generator)
+
+    assert torch.equal(sample(1), sample(1))
+    assert not torch.equal(sample(1), sample(2))
+    greedy = generate(model, prompt, 20)
+    assert torch.equal(generate(model, prompt, 20, temperature=1.0, top_k=1), greedy)
+
+
+def test_next_token_keeps_only_the_top_k():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    generator = torch.Generator().manual_seed(0)
+    picks = {
+        next_token(logits, temperature=10.0, top_k=2, generator=generator).item()
+        for _ in range(200)
+    }
+    assert picks == {1, 3}
+    assert next_token(logits).item() == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens must be 0 or more, got -1"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be an int, got 2.5"),
+        ({"temperature": -0.5}, "temperature must be a number >= 0, got -0.5"),
+        ({"top_k": 0}, r"top_k must be an int from 1 to vocab_size \(30\), got 0"),
+        ({"top_k": 31}, r"top_k must be an int from 1 to vocab_size \(30\), got 31"),
+    ],
+)
+def test_argument_errors_name_the_argument(arguments, message):
+    arguments = {"max_new_tokens": 3, **arguments}
+    with pytest.raises(ValueError, match=message):
+        generate(model_with("causal"), torch.tensor([[1]]), **arguments)
+
+
+def test_the_benchmark_runs(capsys):
+    path = Path(__file__).parent.parent / "benchmarks" / "generation.py"
+    spec = importlib.util.spec_from_file_location("generation_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    arguments = ["--new-tokens", "6", "--prompt-tokens", "3", "--repeats", "1", "--emb-dim", "8"]
+    arguments += ["--n-heads", "2", "--n-layers", "1", "--context-length", "16", "--threads", "1"]
+    assert benchmark.main(arguments) > 0
+    assert "speed-up:" in capsys.readouterr().out

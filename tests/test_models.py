@@ -1,0 +1,205 @@
+"""GPTModel: built from every causal variant by name, its config checks, its cache, its training."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import attnkit
+from attnkit.models import GPTModel, causal_variants
+from tests.conftest import TOLERANCES
+from tests.ddp_worker import load_example
+
+CONFIG = {
+    "vocab_size": 40,
+    "context_length": 16,
+    "emb_dim": 12,
+    "n_heads": 3,
+    "n_layers": 2,
+    "drop_rate": 0.0,
+    "qkv_bias": False,
+}
+CAUSAL = causal_variants()
+NOT_CAUSAL = [name for name in attnkit.list_variants() if name not in CAUSAL]
+CACHED = [name for name in CAUSAL if attnkit.get_variant(name).supports_kv_cache]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run on one thread: tiny models gain nothing from more, and on a busy machine
+    threads that wait for each other make them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_builtin_causal_variants_are_eligible():
+    assert {"causal", "multihead", "multihead_wrapper"} <= set(CAUSAL)
+    assert {"simple", "self_attention"} <= set(NOT_CAUSAL)
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_the_model_builds_and_runs_with_every_causal_variant(name):
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, "attention": name})
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 7))
+    logits = model(token_ids)
+    assert logits.shape == (2, 7, CONFIG["vocab_size"])
+    assert torch.isfinite(logits).all()
+    for block in model.blocks:
+        assert type(block.attention) is attnkit.get_variant(name)
+        assert block.attention(torch.randn(1, 3, CONFIG["emb_dim"])).shape == (1, 3, 12)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", NOT_CAUSAL)
+def test_non_causal_variants_are_refused_naming_the_causal_ones(name):
+    with pytest.raises(ValueError, match=f"attention '{name}' is not causal") as error:
+        GPTModel({**CONFIG, "attention": name})
+    assert ", ".join(CAUSAL) in str(error.value)
+
+
+def test_the_config_maps_onto_the_attention_arguments():
+    model = GPTModel({**CONFIG, "attention": "multihead", "drop_rate": 0.2, "qkv_bias": True})
+    attention = model.blocks[0].attention
+    assert (attention.d_in, attention.d_out, attention.context_length) == (12, 12, 16)
+    assert attention.num_heads == 3
+    assert attention.dropout.p == 0.2
+    assert attention.W_query.bias is not None
+
+
+def test_a_variant_that_widens_its_output_gets_a_narrower_d_out():
+    attention = GPTModel({**CONFIG, "attention": "multihead_wrapper"}).blocks[0].attention
+    assert (attention.num_heads, attention.d_out, attention.output_dim) == (3, 4, 12)
+
+
+def test_a_width_no_d_out_can_produce_is_refused():
+    with pytest.raises(ValueError, match="width 60, but the residual stream is emb_dim=12 wide"):
+        GPTModel({**CONFIG, "attention": "multihead_wrapper", "n_heads": 5})
+
+
+def test_attention_options_reach_the_attention():
+    model = GPTModel({**CONFIG, "attention_options": {"implementation": "explicit"}})
+    assert model.blocks[0].attention.implementation == "explicit"
+
+
+def test_a_misspelled_attention_option_is_refused():
+    options = {"implementaton": "explicit"}
+    with pytest.raises(TypeError, match="no registered variant accepts 'implementaton'"):
+        GPTModel({**CONFIG, "attention_options": options})
+
+
+def test_attention_options_may_not_override_what_the_model_derives():
+    with pytest.raises(ValueError, match="may not set 'd_out'; the model sets it from 'emb_dim'"):
+        GPTModel({**CONFIG, "attention_options": {"d_out": 6}})
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"n_head": 3}, ValueError, r"unknown config key 'n_head' \(did you mean 'n_heads'\?\)"),
+        ({"emb_dim": 0}, ValueError, "emb_dim must be a positive integer, got 0"),
+        ({"drop_rate": 1.0}, ValueError, r"drop_rate: dropout must be in \[0, 1\), got 1.0"),
+        ({"qkv_bias": 1}, TypeError, "qkv_bias must be a bool, got 1"),
+        ({"attention_options": 3}, TypeError, "attention_options must be a dict, got int"),
+        ({"attention": "casual"}, attnkit.UnknownVariantError, "did you mean 'causal'"),
+    ],
+)
+def test_config_errors_name_the_key(change, error, message):
+    with pytest.raises(error, match=message):
+        GPTModel({**CONFIG, **change})
+
+
+def test_missing_keys_are_named():
+    config = {key: value for key, value in CONFIG.items() if key != "vocab_size"}
+    with pytest.raises(ValueError, match="config is missing 'vocab_size'"):
+        GPTModel(config)
+
+
+def test_forward_errors_name_the_problem():
+    model = GPTModel(CONFIG)
+    with pytest.raises(TypeError, match="expected integer token ids, got torch.float32"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"shape \(batch, tokens\).*got \(3,\)"):
+        model(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"token id 40 is out of range; ids must be in \[0, 40\)"):
+        model(torch.tensor([[1, 40]]))
+    with pytest.raises(ValueError, match="17 tokens were given, but context_length is 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"one KVCache per block \(2\), got 1"):
+        model(torch.zeros(1, 3, dtype=torch.long), caches=[attnkit.KVCache()])
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_cached_forward_equals_the_full_sequence(name):
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, "attention": name}).double().eval()
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 16))
+    caches = model.new_kv_caches()
+    with torch.no_grad():
+        bounds = [0, 5, *range(6, 17)]  # a prompt of 5 tokens, then one token at a time
+        chunks = [model(token_ids[:, a:b], caches=caches) for a, b in itertools.pairwise(bounds)]
+        full = model(token_ids)
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, **TOLERANCES[torch.float64])
+    with pytest.raises(ValueError, match="the caches hold 16 tokens and 1 tokens were given"):
+        model(token_ids[:, :1], caches=caches)
+
+
+def test_a_variant_without_a_cache_refuses_caches(uncached_variant):
+    model = GPTModel({**CONFIG, "attention": uncached_variant})
+    assert not model.supports_kv_cache
+    with pytest.raises(TypeError, match="does not support a KV cache"):
+        model.new_kv_caches()
+
+
+@pytest.fixture
+def uncached_variant(fresh_registry):
+    """A causal variant registered without the KV-cache capability."""
+
+    class NoCache(attnkit.get_variant("causal")):
+        """Causal attention that does not declare supports_kv_cache."""
+
+        name = "causal_without_cache"
+        supports_kv_cache = False
+
+    attnkit.register(NoCache)
+    return NoCache.name
+
+
+def test_training_lowers_the_loss():
+    example = load_example()
+    text = example.load_text()
+    tokenizer = example.CharTokenizer(text)
+    data = torch.tensor(tokenizer.encode(text))
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, "vocab_size": tokenizer.vocab_size, "emb_dim": 24})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = example.train(
+        model, optimizer, data, steps=30, batch_size=8, context_length=16, seed=0
+    )
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.5, losses
+
+
+def test_the_example_runs_end_to_end(tmp_path):
+    example = load_example()
+    arguments = ["--steps", "3", "--eval-every", "2", "--emb-dim", "12", "--n-layers", "1"]
+    arguments += ["--context-length", "16", "--batch-size", "4", "--sample-tokens", "20"]
+    arguments += ["--attention", "causal", "--device", "cpu", "--output", str(tmp_path)]
+    results = example.main(arguments)
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert len(results["losses"]) == 3
+    assert [step for step, _ in results["validation"]] == [2, 3]
+    assert results["sample"].startswith("I HAD always thought")
+    assert len(results["sample"]) == len("I HAD always thought") + 20
+
+
+def test_the_shipped_text_is_the_whole_story():
+    example = load_example()
+    text = example.load_text()
+    assert text.startswith("I HAD always thought Jack Gisburn")
+    assert text.endswith("there's no exterminating our kind of art.\"")
+    assert len(text) == 20479
