@@ -1,0 +1,56 @@
+"""``attnkit bench``: time every registered variant against PyTorch's own attention.
+
+One run builds, for each shape, every registered variant that accepts it (see
+`attnkit.bench.cases`) and three baselines (see `attnkit.bench.baselines`):
+``sdpa``, a fused QKV projection with
+`torch.nn.functional.scaled_dot_product_attention`, the reference for every ratio;
+``mha``, `torch.nn.MultiheadAttention`; and ``textbook``, the explicit form. It
+measures each forward (eval, no_grad) and forward plus backward (train, dropout 0),
+in turns, as the median of repeated runs after warm-up, and reports milliseconds,
+the ratio to ``sdpa``, GFLOP/s next to the machine's dense matmul rate, the
+attention kernel PyTorch chose and the peak memory (see `attnkit.bench.measure`).
+
+```
+attnkit bench                 # the chapter's shape: 8 x 1024 tokens, d_model 768, 12 heads
+attnkit bench --quick         # a small shape, under a minute on two cores
+attnkit bench --long          # 8,192 and 16,384 tokens, batch 1, forward: peak memory
+attnkit bench --shape 2x512x768x12 --variants 'multihead*' --json results.json
+```
+
+The ``--json`` report (schema ``attnkit-bench/1``) holds:
+
+- ``machine``: ``cpu``, ``cores``, ``usable_cores``, ``threads``, ``memory_gb``,
+  ``platform``, ``python``, ``torch``, ``attnkit``, ``date`` (UTC), ``label``, and
+  ``load_average`` and ``load_average_after`` (one-minute, when the timing began and ended);
+- ``command``, ``preset``, ``settings`` (``dtype``, ``repeats``, ``warmup``, ...),
+  ``flop_count`` (how operations are counted), ``modes`` and ``baselines``;
+- ``matmul``: ``size``, ``dtype``, ``ms``, ``gflops`` of a square matrix product;
+- ``results``: one row per shape, mode and case: ``shape`` (``batch``, ``tokens``,
+  ``d_model``, ``heads``), ``mode`` (``forward`` or ``train``), ``name``, ``kind``
+  (``variant`` or ``baseline``), ``reference``, ``status`` (``ok``, ``skipped``,
+  ``error``), ``reason``, ``arguments``, ``heads``, ``head_dim``, ``causal``,
+  ``note``, ``ms``, ``runs_ms``, ``calls_per_run``, ``ratio``, ``gflop``,
+  ``gflops``, ``matmul_fraction``, ``attention``, ``kernels``, ``causal_halved``,
+  ``peak_mb``, ``rss_peak_mb`` and, for the largest shapes, ``memory_estimate_mb``;
+- ``create_overhead`` and ``plugin_load`` (unless ``--no-overhead``) and
+  ``compile`` (with ``--compile``);
+- ``elapsed_s``: seconds each part of the run took, and ``total`` (the command's own
+  start-up, importing torch, is not included).
+"""
+
+from attnkit.bench.command import PRESETS, add_arguments, main, run
+from attnkit.bench.report import format_report, load, markdown_table, targets
+from attnkit.bench.runner import Config, benchmark
+
+__all__ = [
+    "PRESETS",
+    "Config",
+    "add_arguments",
+    "benchmark",
+    "format_report",
+    "load",
+    "main",
+    "markdown_table",
+    "run",
+    "targets",
+]

@@ -1,0 +1,62 @@
+"""Record the results the Performance page shows: one default run and one ``--long`` run.
+
+    python benchmarks/record.py [--label "2-core cloud VM"]
+
+Each run is ``attnkit bench`` with ``--json``, written to
+``benchmarks/results/<cpu>-<cores>cores_torch-<version>_<preset>.json``; the
+default run also checks ``torch.compile``. Only the built-in variants are
+measured (``ATTNKIT_PLUGINS`` is set empty, so no third-party plugin loads).
+Run it on a quiet machine: every other process competes for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Only the built-ins: this must be set before attnkit loads its plugins.
+os.environ["ATTNKIT_PLUGINS"] = ""
+
+import torch  # noqa: E402
+
+from attnkit.bench import main  # noqa: E402
+from attnkit.bench.measure import cpu_model  # noqa: E402
+
+RUNS = {
+    "default": ["--compile"],
+    "long": ["--long", "--no-overhead"],
+}
+
+
+def result_name(preset: str) -> str:
+    """``amd-epyc-2cores_torch-2.13.0_default``: the machine, torch's version and the preset."""
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
+    version = torch.__version__.split("+")[0]
+    return f"{cpu}-{os.cpu_count()}cores_torch-{version}_{preset}"
+
+
+def record(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", help="a name for the machine, stored with the results")
+    parser.add_argument("--only", choices=list(RUNS), help="record one of the runs (default: both)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    for preset, options in RUNS.items():
+        if args.only and preset != args.only:
+            continue
+        path = RESULTS / f"{result_name(preset)}.json"
+        label = ["--label", args.label] if args.label else []
+        print(f"recording {path.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
+        status = main([*options, *label, "--json", os.path.relpath(path)])
+        if status:
+            return status
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(record())
