@@ -70,9 +70,18 @@ def strict() -> bool:
 def discover() -> list[PluginSource]:
     """The installed plugins that should load: built-ins first, then the rest by name."""
     sources: dict[tuple[str, str], PluginSource] = {}
+    # Reading a distribution's metadata parses its METADATA file: do it once per
+    # distribution, not once per entry point and field.
+    described: dict[int, tuple[str, str]] = {}
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist
-        dist_name = distribution.metadata["Name"] if distribution is not None else "<unknown>"
+        if id(distribution) not in described:
+            metadata = distribution.metadata if distribution is not None else {}
+            described[id(distribution)] = (
+                metadata.get("Name") or "<unknown>",
+                metadata.get("Version") or "?",
+            )
+        dist_name, version = described[id(distribution)]
         key = (normalize_distribution(dist_name), entry_point.name)
         # The same distribution can be visible twice on sys.path; load it once.
         sources.setdefault(
@@ -80,7 +89,7 @@ def discover() -> list[PluginSource]:
             PluginSource(
                 name=entry_point.name,
                 distribution=dist_name,
-                version=distribution.version if distribution is not None else "?",
+                version=version,
                 builtin=key[0] == BUILTIN_DISTRIBUTION,
                 load=entry_point.load,
             ),
