@@ -63,3 +63,17 @@ def fresh_registry():
     """Reload plugins after the test, undoing whatever it registered."""
     yield
     attnkit.reload_plugins()
+
+
+@pytest.fixture
+def uncached_variant(fresh_registry):
+    """The name of a causal variant registered without the KV-cache capability."""
+
+    class NoCache(attnkit.get_variant("causal")):
+        """Causal attention that does not declare supports_kv_cache."""
+
+        name = "causal_without_cache"
+        supports_kv_cache = False
+
+    attnkit.register(NoCache)
+    return NoCache.name

@@ -76,20 +76,6 @@ def test_the_cache_runs_each_token_once_until_the_context_is_full(name):
     assert counter.passes == list(range(4, 16))
 
 
-@pytest.fixture
-def uncached_variant(fresh_registry):
-    """A causal variant registered without the KV-cache capability."""
-
-    class NoCache(attnkit.get_variant("causal")):
-        """Causal attention that does not declare supports_kv_cache."""
-
-        name = "causal_without_cache"
-        supports_kv_cache = False
-
-    attnkit.register(NoCache)
-    return NoCache.name
-
-
 @pytest.mark.parametrize("name", [*UNCACHED, "causal_without_cache"])
 def test_causal_variants_without_a_cache_still_generate(name, uncached_variant):
     model = model_with(name)

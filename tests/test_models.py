@@ -156,20 +156,6 @@ def test_a_variant_without_a_cache_refuses_caches(uncached_variant):
         model.new_kv_caches()
 
 
-@pytest.fixture
-def uncached_variant(fresh_registry):
-    """A causal variant registered without the KV-cache capability."""
-
-    class NoCache(attnkit.get_variant("causal")):
-        """Causal attention that does not declare supports_kv_cache."""
-
-        name = "causal_without_cache"
-        supports_kv_cache = False
-
-    attnkit.register(NoCache)
-    return NoCache.name
-
-
 def test_training_lowers_the_loss():
     example = load_example()
     text = example.load_text()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnkit
+from attnkit.interface import check_dropout
 
 __all__ = ["SlidingWindowAttention", "register_variants", "window_mask"]
 
@@ -104,12 +105,7 @@ class SlidingWindowAttention(attnkit.Attention):
             raise ValueError(
                 f"{owner}: d_out ({d_out}) must be divisible by num_heads ({num_heads})"
             )
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not (0 <= dropout < 1)
-        ):
-            raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout, owner)  # attnkit's own check: a probability in [0, 1)
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.window = window
