@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnkit
+from attnkit.functional import scaled_dot_product
 from attnkit.interface import check_dropout
 
 __all__ = ["SlidingWindowAttention", "register_variants", "window_mask"]
@@ -139,20 +140,25 @@ class SlidingWindowAttention(attnkit.Attention):
         # The new tokens are the last `tokens` of the `seen` so far: their rows of the mask.
         seen = keys.shape[2]
         hidden = self.mask[seen - tokens : seen, :seen]
-        dropout = self.dropout.p if self.training else 0.0
         weights = None
         if need_weights:
-            scores = queries @ keys.transpose(-2, -1) / self.head_dim**0.5
-            scores = scores.masked_fill(hidden, float("-inf"))
-            # Softmax in at least float32: in bfloat16 the exponentials lose too many digits.
-            weights = torch.softmax(
-                scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)
-            ).to(values.dtype)
-            context = F.dropout(weights, p=dropout, training=self.training) @ values
+            # attnkit's explicit reference path takes any boolean mask, a band included.
+            context, weights = scaled_dot_product(
+                queries,
+                keys,
+                values,
+                mask=hidden,
+                dropout_p=self.dropout.p,
+                training=self.training,
+            )
         else:
             # The fast path: PyTorch's fused kernel, with True meaning "may attend".
             context = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=~hidden, dropout_p=dropout
+                queries,
+                keys,
+                values,
+                attn_mask=~hidden,
+                dropout_p=self.dropout.p if self.training else 0.0,
             )
         context = self.out_proj(context.transpose(1, 2).reshape(batch, tokens, self.d_out))
         return (context, weights) if need_weights else context
