@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["Attention", "check_dropout"]
+__all__ = ["Attention", "check_dropout", "check_positive_int"]
 
 
 class Attention(nn.Module):
@@ -76,12 +76,8 @@ class Attention(nn.Module):
         super().__init__()
         sizes = {"d_in": d_in, "d_out": d_out, "context_length": context_length}
         for argument, value in sizes.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(
-                    f"{type(self).__name__}: {argument} must be a positive integer, got {value!r}"
-                )
+            if value is not None:
+                check_positive_int(value, argument, type(self).__name__)
         self.d_in = d_in
         self.d_out = d_out
         self.context_length = context_length
@@ -143,6 +139,22 @@ def check_dropout(dropout: float, owner: str) -> float:
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}")
     return float(dropout)
+
+
+def check_positive_int(value: int, argument: str, owner: str) -> int:
+    """Return ``value`` if it is a positive integer (not a bool), else raise `ValueError`.
+
+    Examples:
+        >>> check_positive_int(12, "num_heads", "MultiHeadAttention")
+        12
+        >>> check_positive_int(0, "num_heads", "MultiHeadAttention")
+        Traceback (most recent call last):
+        ...
+        ValueError: MultiHeadAttention: num_heads must be a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {argument} must be a positive integer, got {value!r}")
+    return value
 
 
 def _first_line(docstring: str | None) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 
 import attnkit
 from attnkit.functional import attention, check_implementation
-from attnkit.interface import check_dropout
+from attnkit.interface import check_dropout, check_positive_int
 from attnkit_builtins.causal import CausalAttention, causal_mask
 
 
@@ -78,7 +78,7 @@ class MultiHeadAttention(attnkit.Attention):
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
-        _check_num_heads(num_heads, type(self).__name__)
+        check_positive_int(num_heads, "num_heads", type(self).__name__)
         self.implementation = check_implementation(implementation, type(self).__name__)
         if d_out % num_heads:
             raise ValueError(
@@ -168,7 +168,7 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         implementation: str = "fused",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
-        _check_num_heads(num_heads, type(self).__name__)
+        check_positive_int(num_heads, "num_heads", type(self).__name__)
         self.num_heads = num_heads
         self.implementation = check_implementation(implementation, type(self).__name__)
         self.heads = nn.ModuleList(
@@ -197,11 +197,6 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
             return torch.cat(outputs, dim=-1)
         context = torch.cat([context for context, _ in outputs], dim=-1)
         return context, torch.cat([weights for _, weights in outputs], dim=1)
-
-
-def _check_num_heads(num_heads: int, owner: str) -> None:
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"{owner}: num_heads must be a positive integer, got {num_heads!r}")
 
 
 @attnkit.hookimpl

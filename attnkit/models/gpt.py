@@ -34,7 +34,7 @@ from torch import nn
 
 import attnkit
 from attnkit.cache import KVCache
-from attnkit.interface import Attention, check_dropout
+from attnkit.interface import Attention, check_dropout, check_positive_int
 
 __all__ = ["ATTENTION_ARGUMENTS", "GPTModel", "TransformerBlock", "causal_variants"]
 
@@ -279,9 +279,7 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
         )
     resolved = {**_DEFAULTS, **config}
     for key in _REQUIRED:
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"GPTModel: {key} must be a positive integer, got {value!r}")
+        check_positive_int(resolved[key], key, "GPTModel")
     check_dropout(resolved["drop_rate"], "GPTModel: drop_rate")
     if not isinstance(resolved["qkv_bias"], bool):
         raise TypeError(f"GPTModel: qkv_bias must be a bool, got {resolved['qkv_bias']!r}")

@@ -24,7 +24,7 @@ from torch import nn
 
 import attnkit
 from attnkit.functional import scaled_dot_product
-from attnkit.interface import check_dropout
+from attnkit.interface import check_dropout, check_positive_int
 
 __all__ = ["SlidingWindowAttention", "register_variants", "window_mask"]
 
@@ -99,9 +99,8 @@ class SlidingWindowAttention(attnkit.Attention):
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         owner = type(self).__name__
-        for argument, value in {"num_heads": num_heads, "window": window}.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{owner}: {argument} must be a positive integer, got {value!r}")
+        check_positive_int(num_heads, "num_heads", owner)
+        check_positive_int(window, "window", owner)
         if d_out % num_heads:
             raise ValueError(
                 f"{owner}: d_out ({d_out}) must be divisible by num_heads ({num_heads})"
