@@ -77,3 +77,13 @@ def uncached_variant(fresh_registry):
 
     attnkit.register(NoCache)
     return NoCache.name
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one thread: tiny models gain nothing from more, and on a busy machine
+    threads that wait for each other make them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

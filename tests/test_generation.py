@@ -23,14 +23,7 @@ CACHED = [name for name in causal_variants() if attnkit.get_variant(name).suppor
 UNCACHED = [name for name in causal_variants() if name not in CACHED]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one thread: tiny models gain nothing from more, and on a busy machine
-    threads that wait for each other make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_with(name: str) -> GPTModel:

@@ -26,14 +26,7 @@ NOT_CAUSAL = [name for name in attnkit.list_variants() if name not in CAUSAL]
 CACHED = [name for name in CAUSAL if attnkit.get_variant(name).supports_kv_cache]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one thread: tiny models gain nothing from more, and on a busy machine
-    threads that wait for each other make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_builtin_causal_variants_are_eligible():
