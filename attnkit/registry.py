@@ -27,8 +27,11 @@ from attnkit.interface import Attention
 __all__ = [
     "LOCAL_PLUGIN",
     "PluginInfo",
+    "accepted_arguments",
+    "accepts_any_argument",
     "create",
     "create_from_config",
+    "format_arguments",
     "get_variant",
     "list_plugins",
     "list_variants",
@@ -456,7 +459,7 @@ def create_from_config(
     cls = get_variant(name)
     ignored = set(ignore)
     accepted = accepted_arguments(cls)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in _signature(cls).parameters.values())
+    takes_any = accepts_any_argument(cls)
     with _lock:
         variants = list(_loaded().variants.values())
     known = {argument for variant in variants for argument in accepted_arguments(variant)}
@@ -484,18 +487,28 @@ def accepted_arguments(cls: type[Attention]) -> dict[str, inspect.Parameter]:
     }
 
 
+def accepts_any_argument(cls: type[Attention]) -> bool:
+    """Whether ``cls(...)`` takes ``**kwargs``, and so any keyword argument at all."""
+    return any(p.kind is p.VAR_KEYWORD for p in _signature(cls).parameters.values())
+
+
+def format_arguments(cls: type[Attention]) -> str:
+    """The keyword arguments ``cls(...)`` takes, for messages: ``d_in, dropout=0.0, ...``."""
+    return ", ".join(
+        name if p.default is p.empty else f"{name}={p.default!r}"
+        for name, p in accepted_arguments(cls).items()
+    )
+
+
 @functools.cache
 def _signature(cls: type[Attention]) -> inspect.Signature:
     return inspect.signature(cls)
 
 
 def _check_arguments(cls: type[Attention], kwargs: dict[str, Any]) -> None:
-    parameters = _signature(cls).parameters.values()
     accepted = accepted_arguments(cls)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
-    listing = ", ".join(
-        name if p.default is p.empty else f"{name}={p.default!r}" for name, p in accepted.items()
-    )
+    takes_any = accepts_any_argument(cls)
+    listing = format_arguments(cls)
     prefix = f"create({cls.name!r})"
     if not takes_any:
         for argument in kwargs:

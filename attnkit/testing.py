@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import difflib
 import enum
-import inspect
 import io
 import sys
 import time
@@ -294,11 +293,9 @@ def build_arguments(
     cls = _resolve(variant)
     kwargs = dict(kwargs or {})
     accepted = registry.accepted_arguments(cls)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+    takes_any = registry.accepts_any_argument(cls)
     label = VariantSpec(cls).label
-    listing = ", ".join(
-        name if p.default is p.empty else f"{name}={p.default!r}" for name, p in accepted.items()
-    )
+    listing = registry.format_arguments(cls)
     for name in kwargs:
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"argument names must be identifiers, got {name!r}")
