@@ -8,10 +8,8 @@ reported (see `attnkit.loader` for the policy) and every other plugin loads.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
-import inspect
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,17 +19,21 @@ from typing import Any, TypeVar
 import pluggy
 
 from attnkit import hookspecs, loader
+from attnkit._arguments import (
+    accepted_arguments,
+    accepts_any_argument,
+    check_arguments,
+    filter_arguments,
+)
+from attnkit._suggest import did_you_mean
 from attnkit.errors import DuplicateVariantError, InvalidVariantError, UnknownVariantError
 from attnkit.interface import Attention
 
 __all__ = [
     "LOCAL_PLUGIN",
     "PluginInfo",
-    "accepted_arguments",
-    "accepts_any_argument",
     "create",
     "create_from_config",
-    "format_arguments",
     "get_variant",
     "list_plugins",
     "list_variants",
@@ -127,8 +129,8 @@ class _Registry:
         callers = self.manager.get_hookcallers(plugin) or []
         for caller in callers:
             if not caller.has_spec():
-                close = difflib.get_close_matches(caller.name, ["register_variants"], n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(caller.name, ["register_variants"])
+                hint = f"; {hint}" if hint else ""
                 raise pluggy.PluginValidationError(
                     plugin,
                     f"plugin {plugin_name!r} implements {caller.name!r}, which is not an attnkit "
@@ -382,9 +384,8 @@ def get_variant(name: str) -> type[Attention]:
         cls = variants.get(name)
         available = sorted(variants)
     if cls is None:
-        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-        close += [n for n in available if n.lower() == name.lower() and n not in close]
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, available, n=3)
+        hint = f"; {hint}" if hint else ""
         listing = ", ".join(available) if available else "none (no plugin registered any)"
         raise UnknownVariantError(
             f"unknown attention variant {name!r}{hint} Available: {listing}", name, available
@@ -415,7 +416,7 @@ def create(name: str, **kwargs: Any) -> Attention:
         TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, implementation='fused'
     """  # noqa: E501
     cls = get_variant(name)
-    _check_arguments(cls, kwargs)
+    check_arguments(cls, kwargs, caller=f"create({cls.name!r})")
     return cls(**kwargs)
 
 
@@ -458,74 +459,20 @@ def create_from_config(
     """  # noqa: E501
     cls = get_variant(name)
     ignored = set(ignore)
-    accepted = accepted_arguments(cls)
-    takes_any = accepts_any_argument(cls)
     with _lock:
         variants = list(_loaded().variants.values())
     known = {argument for variant in variants for argument in accepted_arguments(variant)}
-    for key in config:
-        if key not in known and key not in ignored and not takes_any:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(
-                f"create_from_config({name!r}): no registered variant accepts {key!r}{hint}; "
-                f"pass ignore=[{key!r}] if it belongs to something else"
-            )
-    if takes_any:
-        kwargs = {k: v for k, v in config.items() if k not in ignored}
-    else:
-        kwargs = {k: v for k, v in config.items() if k in accepted}
-    return create(name, **kwargs)
-
-
-def accepted_arguments(cls: type[Attention]) -> dict[str, inspect.Parameter]:
-    """The keyword arguments ``cls(...)`` takes, by name (empty for ``**kwargs`` only)."""
-    return {
-        name: parameter
-        for name, parameter in _signature(cls).parameters.items()
-        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-    }
-
-
-def accepts_any_argument(cls: type[Attention]) -> bool:
-    """Whether ``cls(...)`` takes ``**kwargs``, and so any keyword argument at all."""
-    return any(p.kind is p.VAR_KEYWORD for p in _signature(cls).parameters.values())
-
-
-def format_arguments(cls: type[Attention]) -> str:
-    """The keyword arguments ``cls(...)`` takes, for messages: ``d_in, dropout=0.0, ...``."""
-    return ", ".join(
-        name if p.default is p.empty else f"{name}={p.default!r}"
-        for name, p in accepted_arguments(cls).items()
-    )
-
-
-@functools.cache
-def _signature(cls: type[Attention]) -> inspect.Signature:
-    return inspect.signature(cls)
-
-
-def _check_arguments(cls: type[Attention], kwargs: dict[str, Any]) -> None:
-    accepted = accepted_arguments(cls)
-    takes_any = accepts_any_argument(cls)
-    listing = format_arguments(cls)
-    prefix = f"create({cls.name!r})"
-    if not takes_any:
-        for argument in kwargs:
-            if argument not in accepted:
-                close = difflib.get_close_matches(argument, list(accepted), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if not accepts_any_argument(cls):
+        for key in config:
+            if key not in known and key not in ignored:
+                hint = did_you_mean(key, sorted(known))
+                hint = f" ({hint})" if hint else ""
                 raise TypeError(
-                    f"{prefix}: unexpected keyword argument {argument!r}{hint}. "
-                    f"{cls.name} accepts: {listing or 'no arguments'}"
+                    f"create_from_config({name!r}): no registered variant accepts {key!r}"
+                    f"{hint}; pass ignore=[{key!r}] if it belongs to something else"
                 )
-    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in kwargs]
-    if missing:
-        names = ", ".join(repr(m) for m in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise TypeError(
-            f"{prefix}: missing required argument{plural} {names}. {cls.name} accepts: {listing}"
-        )
+    kwargs = filter_arguments(cls, {k: v for k, v in config.items() if k not in ignored})
+    return create(name, **kwargs)
 
 
 def _validated_name(cls: object) -> str:

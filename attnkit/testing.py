@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from attnkit import registry
+from attnkit import _arguments, registry
 from attnkit.cache import KVCache
 from attnkit.errors import AttnkitError
 from attnkit.interface import Attention
@@ -292,10 +292,10 @@ def build_arguments(
     """  # noqa: E501
     cls = _resolve(variant)
     kwargs = dict(kwargs or {})
-    accepted = registry.accepted_arguments(cls)
-    takes_any = registry.accepts_any_argument(cls)
+    accepted = _arguments.accepted_arguments(cls)
+    takes_any = _arguments.accepts_any_argument(cls)
     label = VariantSpec(cls).label
-    listing = registry.format_arguments(cls)
+    listing = _arguments.format_arguments(cls)
     for name in kwargs:
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"argument names must be identifiers, got {name!r}")
@@ -607,7 +607,7 @@ def _check_kv_cache(subject: _Subject) -> str:
 
 def _check_determinism(subject: _Subject) -> str:
     overrides = {}
-    if "dropout" in registry.accepted_arguments(subject.cls) and (
+    if "dropout" in _arguments.accepted_arguments(subject.cls) and (
         "dropout" not in subject.user_arguments
     ):
         overrides["dropout"] = 0.5  # eval mode must switch it off

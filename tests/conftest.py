@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.registry import accepted_arguments
+from attnkit._arguments import accepted_arguments
 
 # "Your journey starts with one step", as six 3-dimensional embeddings.
 CHAPTER_INPUTS = torch.tensor(

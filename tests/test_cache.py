@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.registry import accepted_arguments
+from attnkit._arguments import accepted_arguments
 from tests.conftest import CONTEXT_LENGTH, TOLERANCES, build, input_width
 
 CACHED = [n for n in attnkit.list_variants() if attnkit.get_variant(n).supports_kv_cache]

@@ -7,7 +7,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import attnkit
-from attnkit.registry import accepted_arguments
+from attnkit._arguments import accepted_arguments
 from tests.conftest import TOLERANCES, build, input_width
 
 FUSED = [

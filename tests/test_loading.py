@@ -349,7 +349,7 @@ def test_a_plugin_that_raises_on_import_leaves_a_fresh_process_usable():
         import torch, attnkit
         for name in attnkit.list_variants():
             kwargs = dict(d_in=4, d_out=4, context_length=8, num_heads=2)
-            accepted = attnkit.registry.accepted_arguments(attnkit.get_variant(name))
+            accepted = attnkit._arguments.accepted_arguments(attnkit.get_variant(name))
             attention = attnkit.create(name, **{k: v for k, v in kwargs.items() if k in accepted})
             attention(torch.rand(3, 4))
             print(name)

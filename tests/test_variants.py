@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.registry import accepted_arguments
+from attnkit._arguments import accepted_arguments
 from tests.conftest import CONTEXT_LENGTH, TOLERANCES, build, input_width
 
 ALL = attnkit.list_variants()

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 import attnkit
+from attnkit._arguments import accepted_arguments
 from attnkit.bench.baselines import BASELINES, FusedSDPA, TextbookAttention, TorchMultiheadAttention
-from attnkit.registry import accepted_arguments
 
 __all__ = [
     "REFERENCE",

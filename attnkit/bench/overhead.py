@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 import attnkit
-from attnkit.registry import accepted_arguments
+from attnkit._arguments import accepted_arguments
 
 __all__ = ["SMALL_SIZES", "compile_check", "create_overhead", "plugin_load_time"]
 
