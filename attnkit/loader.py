@@ -53,9 +53,6 @@ class PluginSource:
     builtin: bool
     load: Callable[[], object]
 
-    def describe(self) -> str:
-        return f"plugin {self.name!r} (distribution {self.distribution} {self.version})"
-
 
 def normalize_distribution(name: str) -> str:
     """Normalise a distribution name as PyPI does: ``Attnkit_Window`` -> ``attnkit-window``."""

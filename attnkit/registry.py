@@ -34,6 +34,7 @@ __all__ = [
     "PluginInfo",
     "create",
     "create_from_config",
+    "get_plugin",
     "get_variant",
     "list_plugins",
     "list_variants",
@@ -72,6 +73,12 @@ class PluginInfo:
     variants: tuple[str, ...] = ()
     error: str | None = None
 
+    def describe(self) -> str:
+        """``plugin 'name' (distribution dist 1.0)``, or ``plugin 'name'`` for an in-process one."""
+        if self.distribution is None:
+            return f"plugin {self.name!r}"
+        return f"plugin {self.name!r} (distribution {self.distribution} {self.version})"
+
 
 class _Registry:
     def __init__(self) -> None:
@@ -85,19 +92,19 @@ class _Registry:
             info = PluginInfo(source.name, source.distribution, source.version, source.builtin)
             # A failure is kept on record under a key of its own, so that it never blocks
             # another distribution's plugin of the same name.
-            failure_key = source.describe()
+            failure_key = info.describe()
             try:
                 plugin = source.load()
             # A plugin calling sys.exit() on import must not end the host program.
             except (Exception, SystemExit) as error:
                 self.plugins[failure_key] = _failed(info, error)
-                loader.report_failure(source.describe(), "to import", error)
+                loader.report_failure(info.describe(), "to import", error)
                 continue
             try:
                 self.add_plugin(plugin, info)
             except Exception as error:
                 self.plugins[failure_key] = _failed(info, error)
-                loader.report_failure(source.describe(), "to register its variants", error)
+                loader.report_failure(info.describe(), "to register its variants", error)
 
     def add_plugin(self, plugin: object, info: PluginInfo) -> None:
         """Register ``plugin`` with pluggy and call its hook; on any error, undo both."""
@@ -163,9 +170,7 @@ class _Registry:
 
     def describe_plugin(self, cls: type[Attention]) -> str:
         info = self.plugins.get(cls.plugin or "")
-        if info is None or info.distribution is None:
-            return f"plugin {cls.plugin!r}"
-        return f"plugin {info.name!r} (distribution {info.distribution} {info.version})"
+        return (info or PluginInfo(str(cls.plugin))).describe()
 
     def register_local(self, cls: type[Attention]) -> None:
         name = _validated_name(cls)
@@ -325,6 +330,12 @@ def reload_plugins() -> None:
 def plugin_manager() -> pluggy.PluginManager:
     """The `pluggy.PluginManager` behind the registry, with the plugins loaded."""
     return _loaded().manager
+
+
+def get_plugin(name: str | None) -> PluginInfo | None:
+    """The plugin named ``name``, loaded or failed, or ``None`` if attnkit knows of none."""
+    with _lock:
+        return _loaded().plugins.get(name or "")
 
 
 def list_plugins() -> list[PluginInfo]:
