@@ -10,6 +10,7 @@ __all__ = [
     "AttnkitError",
     "DuplicateVariantError",
     "InvalidVariantError",
+    "PluginError",
     "PluginLoadError",
     "PluginLoadWarning",
     "UnknownVariantError",
@@ -42,6 +43,15 @@ class DuplicateVariantError(AttnkitError, ValueError):
 
 class InvalidVariantError(AttnkitError, TypeError):
     """Something that is not a usable `attnkit.Attention` subclass was registered."""
+
+
+class PluginError(AttnkitError, RuntimeError):
+    """A plugin used the registry in a way that cannot work.
+
+    For example, it called ``attnkit.reload_plugins()`` from its hook while
+    plugins were loading, or called its ``register`` callback after its hook had
+    returned.
+    """
 
 
 class PluginLoadError(AttnkitError, RuntimeError):

@@ -33,6 +33,7 @@ __all__ = [
     "PluginSource",
     "discover",
     "normalize_distribution",
+    "report_empty",
     "report_failure",
     "strict",
 ]
@@ -135,3 +136,11 @@ def report_failure(what: str, stage: str, error: BaseException) -> None:
         PluginLoadWarning,
         stacklevel=5,
     )
+
+
+def report_empty(what: str, why: str) -> None:
+    """Tell the author that ``what`` loaded but registered nothing, and ``why``; raise if strict."""
+    message = f"attnkit: {what} loaded but registered no variants: {why}"
+    if strict():
+        raise PluginLoadError(message)
+    warnings.warn(message, PluginLoadWarning, stacklevel=5)

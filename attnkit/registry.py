@@ -9,7 +9,6 @@ reported (see `attnkit.loader` for the policy) and every other plugin loads.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,12 @@ from attnkit._arguments import (
     filter_arguments,
 )
 from attnkit._suggest import did_you_mean
-from attnkit.errors import DuplicateVariantError, InvalidVariantError, UnknownVariantError
+from attnkit.errors import (
+    DuplicateVariantError,
+    InvalidVariantError,
+    PluginError,
+    UnknownVariantError,
+)
 from attnkit.interface import Attention
 
 __all__ = [
@@ -86,6 +90,8 @@ class _Registry:
         self.manager.add_hookspecs(hookspecs)
         self.variants: dict[str, type[Attention]] = {}
         self.plugins: dict[str, PluginInfo] = {}
+        # The plugins whose hooks are running now, innermost last.
+        self.loading: list[PluginInfo] = []
 
     def load_installed(self) -> None:
         for source in loader.discover():
@@ -93,21 +99,26 @@ class _Registry:
             # A failure is kept on record under a key of its own, so that it never blocks
             # another distribution's plugin of the same name.
             failure_key = info.describe()
+            stage = "to import"
             try:
                 plugin = source.load()
-            # A plugin calling sys.exit() on import must not end the host program.
-            except (Exception, SystemExit) as error:
-                self.plugins[failure_key] = _failed(info, error)
-                loader.report_failure(info.describe(), "to import", error)
-                continue
-            try:
+                stage = "to register its variants"
                 self.add_plugin(plugin, info)
-            except Exception as error:
+            # A plugin that calls sys.exit() (or raises any other BaseException) must not end
+            # the host program; only the user's own Ctrl-C goes through.
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
                 self.plugins[failure_key] = _failed(info, error)
-                loader.report_failure(info.describe(), "to register its variants", error)
+                loader.report_failure(info.describe(), stage, error)
 
     def add_plugin(self, plugin: object, info: PluginInfo) -> None:
-        """Register ``plugin`` with pluggy and call its hook; on any error, undo both."""
+        """Register ``plugin`` with pluggy and call its hook; on any error, undo everything.
+
+        "Everything" includes what the hook did to the registry by other routes
+        (`register`, `register_plugin`, `unregister`): the registry is restored to
+        the snapshot taken before the plugin was touched.
+        """
         existing = self.plugins.get(info.name)
         if self.manager.has_plugin(info.name) or existing is not None:
             where = ""
@@ -117,20 +128,58 @@ class _Registry:
                 f"a plugin named {info.name!r} is already registered{where}; "
                 f"plugin names must be unique"
             )
-        self.manager.register(plugin, name=info.name)
+        snapshot = self._snapshot()
+        register = _Registrar(self, info)
+        self.loading.append(info)
         try:
+            self.manager.register(plugin, name=info.name)
             self._check_hooks(plugin, info.name)
-            staged: dict[str, type[Attention]] = {}
             others = [p for p in self.manager.get_plugins() if p is not plugin]
             call = self.manager.subset_hook_caller("register_variants", remove_plugins=others)
-            call(register=functools.partial(self._stage, staged, info.name))
+            returned = call(register=register)
+            register.close()
+            for name, cls in register.staged.items():
+                self._check_free(name, cls, info.name)
+            for name, cls in register.staged.items():
+                cls.plugin = info.name
+                self.variants[name] = cls
+            self.plugins[info.name] = _replace(info, variants=tuple(register.staged))
         except BaseException:
-            self.manager.unregister(plugin)
+            register.close()
+            self._restore(snapshot)
             raise
-        for name, cls in staged.items():
-            cls.plugin = info.name
-            self.variants[name] = cls
-        self.plugins[info.name] = _replace(info, variants=tuple(staged))
+        finally:
+            self.loading.pop()
+        if not register.staged:
+            loader.report_empty(info.describe(), _why_empty(returned))
+
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(
+            variants=dict(self.variants),
+            plugins=dict(self.plugins),
+            pluggy_plugins=dict(self.manager.list_name_plugin()),
+            owners={cls: cls.__dict__.get("plugin", _UNSET) for cls in self.variants.values()},
+        )
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        for cls in {*self.variants.values(), *snapshot.variants.values()}:
+            owner = snapshot.owners.get(cls, _UNSET)
+            if owner is _UNSET:
+                if "plugin" in cls.__dict__:
+                    del cls.plugin
+            else:
+                cls.plugin = owner
+        self.variants.clear()
+        self.variants.update(snapshot.variants)
+        self.plugins.clear()
+        self.plugins.update(snapshot.plugins)
+        current = dict(self.manager.list_name_plugin())
+        for name, plugin in current.items():
+            if snapshot.pluggy_plugins.get(name) is not plugin:
+                self.manager.unregister(plugin, name=name)
+        for name, plugin in snapshot.pluggy_plugins.items():
+            if not self.manager.has_plugin(name):
+                self.manager.register(plugin, name=name)
 
     def _check_hooks(self, plugin: object, plugin_name: str) -> None:
         callers = self.manager.get_hookcallers(plugin) or []
@@ -150,23 +199,13 @@ class _Registry:
                 f"register_variants function with @attnkit.hookimpl",
             )
 
-    def _stage(
-        self, staged: dict[str, type[Attention]], plugin_name: str, cls: type[Attention]
-    ) -> type[Attention]:
-        name = _validated_name(cls)
-        if name in staged:
-            raise DuplicateVariantError(
-                f"plugin {plugin_name!r} registers two variants named {name!r}: "
-                f"{_qualname(staged[name])} and {_qualname(cls)}"
-            )
+    def _check_free(self, name: str, cls: type[Attention], plugin_name: str) -> None:
         if name in self.variants:
             raise DuplicateVariantError(
                 f"variant {name!r} ({_qualname(cls)}) from plugin {plugin_name!r} is already "
                 f"registered by {self.describe_plugin(self.variants[name])} as "
                 f"{_qualname(self.variants[name])}; each name can be registered once"
             )
-        staged[name] = cls
-        return cls
 
     def describe_plugin(self, cls: type[Attention]) -> str:
         info = self.plugins.get(cls.plugin or "")
@@ -203,6 +242,57 @@ class _Registry:
         if "plugin" in cls.__dict__:
             del cls.plugin
         return cls
+
+
+class _Registrar:
+    """The ``register`` callback one plugin's hook receives; usable only while the hook runs."""
+
+    def __init__(self, registry: _Registry, info: PluginInfo) -> None:
+        self._registry = registry
+        self._info = info
+        self.staged: dict[str, type[Attention]] = {}
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def __call__(self, cls: type[Attention]) -> type[Attention]:
+        if not self._open:
+            raise PluginError(
+                f"{self._info.describe()} called its register callback after its "
+                f"register_variants hook returned, so nothing was registered; call register(cls) "
+                f"while the hook runs, or attnkit.register(cls) to add a variant in-process later"
+            )
+        name = _validated_name(cls)
+        if name in self.staged:
+            raise DuplicateVariantError(
+                f"plugin {self._info.name!r} registers two variants named {name!r}: "
+                f"{_qualname(self.staged[name])} and {_qualname(cls)}"
+            )
+        self._registry._check_free(name, cls, self._info.name)
+        self.staged[name] = cls
+        return cls
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    variants: dict[str, type[Attention]]
+    plugins: dict[str, PluginInfo]
+    pluggy_plugins: dict[str, object]
+    owners: dict[type[Attention], object]
+
+
+def _why_empty(returned: list[object]) -> str:
+    if returned:
+        shown = ", ".join(repr(r) for r in returned)
+        return (
+            f"its register_variants hook returned {shown} instead of calling register(cls) "
+            f"for each variant"
+        )
+    return "its register_variants hook never called register(cls)"
 
 
 _lock = threading.RLock()
@@ -289,7 +379,15 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     """
     plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     with _lock:
-        _loaded().add_plugin(plugin, PluginInfo(plugin_name))
+        try:
+            _loaded().add_plugin(plugin, PluginInfo(plugin_name))
+        except (KeyboardInterrupt, Exception):
+            raise
+        except BaseException as error:  # sys.exit() in a hook must not end the program
+            raise PluginError(
+                f"plugin {plugin_name!r} raised {type(error).__name__}({error}) while "
+                f"registering its variants; nothing it registered was kept"
+            ) from error
     return plugin_name
 
 
@@ -320,9 +418,17 @@ def reload_plugins() -> None:
 
     Environment variables are read anew. Variants registered in-process are
     forgotten too.
+
+    Raises:
+        PluginError: Called from a plugin's hook while plugins load.
     """
     global _registry
     with _lock:
+        if _registry is not None and _registry.loading:
+            raise PluginError(
+                f"{_registry.loading[-1].describe()} called attnkit.reload_plugins() from its "
+                f"register_variants hook; plugins cannot be reloaded while they load"
+            )
         _registry = None
         _loaded()
 

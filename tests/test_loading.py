@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import traceback
+import types
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 
@@ -367,3 +368,133 @@ def test_entry_points_of_the_fixtures_are_real_metadata(install):
     [point] = [p for p in entry_points(group="attnkit") if p.name == "good"]
     assert point.value == "attnkit_test_good"
     assert point.dist.metadata["Name"] == "attnkit-test-good"
+
+
+# --- Plugins that misbehave inside their hook -------------------------------------------------
+
+
+def registry_state() -> tuple:
+    """Everything a failed plugin must leave as it found it."""
+    variants = {name: attnkit.get_variant(name) for name in attnkit.list_variants()}
+    owners = {name: cls.plugin for name, cls in variants.items()}
+    plugins = sorted((p.name, p.variants, p.error) for p in attnkit.list_plugins())
+    return variants, owners, plugins
+
+
+def test_a_hook_calling_sys_exit_is_contained_like_any_failure(install):
+    install("hook_exits", "good")
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"plugin 'hook_exits' \(distribution attnkit-test-hook-exits 1\.0\) failed to "
+        r"register its variants: SystemExit: 4",
+    ):
+        attnkit.registry.reload_plugins()
+    assert "before_exit" not in attnkit.list_variants()
+    assert_usable(*BUILTINS, "uniform_good")
+
+
+def test_a_hook_calling_sys_exit_raises_in_strict_mode(install, monkeypatch):
+    install("hook_exits")
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="SystemExit: 4") as error:
+        attnkit.registry.reload_plugins()
+    assert isinstance(error.value.__cause__, SystemExit)
+
+
+def test_reloading_from_a_hook_is_refused_naming_the_plugin(install):
+    install("reloads")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.registry.reload_plugins()
+    message = str(caught[0].message)
+    assert "plugin 'reloads' (distribution attnkit-test-reloads 1.0)" in message
+    assert "called attnkit.reload_plugins() from its register_variants hook" in message
+    assert_usable(*BUILTINS)
+    assert attnkit.list_plugins()  # the registry is whole, not None inside
+
+
+def test_a_failed_plugin_undoes_what_it_did_by_every_route(install):
+    attnkit.registry.reload_plugins()
+    before = registry_state()
+    install("meddles")
+    with pytest.warns(PluginLoadWarning, match="the meddling hook failed on purpose"):
+        attnkit.registry.reload_plugins()
+    variants, owners, plugins = registry_state()
+    assert variants == before[0]
+    assert owners == before[1]
+    assert [
+        p for p in plugins if p[0] != "meddles" and not p[0].startswith("plugin 'meddles'")
+    ] == before[2]
+    assert not attnkit.registry.plugin_manager().has_plugin("stowaway_plugin")
+    assert_usable("simple")
+
+
+def test_a_failed_in_process_plugin_undoes_what_it_did(fresh_registry):
+    before = registry_state()
+    module = types.ModuleType("meddling_in_process")
+    intruder = type(
+        "Intruder", (attnkit.Attention,), {"name": "intruder", "forward": lambda s, x: x}
+    )
+
+    @attnkit.hookimpl
+    def register_variants(register):
+        attnkit.register(intruder)
+        attnkit.unregister("causal")
+        raise RuntimeError("fails after meddling")
+
+    module.register_variants = register_variants
+    with pytest.raises(RuntimeError, match="fails after meddling"):
+        attnkit.registry.register_plugin(module)
+    assert registry_state() == before
+    assert "plugin" not in intruder.__dict__
+
+
+def test_a_register_callback_kept_past_the_hook_raises(install):
+    install("keeps_register")
+    attnkit.registry.reload_plugins()
+    import attnkit_test_keeps_register as plugin_module
+
+    late = plugin_module.Latecomer
+    with pytest.raises(attnkit.PluginError) as error:
+        plugin_module.kept[0](late)
+    message = str(error.value)
+    assert "plugin 'keeps_register' (distribution attnkit-test-keeps-register 1.0)" in message
+    assert "after its register_variants hook returned" in message
+    assert "attnkit.register(cls)" in message
+    assert "latecomer" not in attnkit.list_variants()
+    assert "on_time" in attnkit.list_variants()
+
+
+def test_a_plugin_that_registers_nothing_is_reported(install):
+    install("returns")
+    with pytest.warns(PluginLoadWarning) as caught:
+        attnkit.registry.reload_plugins()
+    message = str(caught[0].message)
+    assert "plugin 'returns' (distribution attnkit-test-returns 1.0) loaded but registered no" in (
+        message
+    )
+    assert (
+        "returned [<class 'attnkit_test_returns.Returned'>] instead of calling register(cls)"
+        in (message)
+    )
+    assert plugin("returns").error is None
+
+
+def test_a_plugin_that_registers_nothing_raises_in_strict_mode(install, monkeypatch):
+    install("returns")
+    monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="registered no"):
+        attnkit.registry.reload_plugins()
+
+
+def test_an_in_process_hook_calling_sys_exit_raises_an_error(fresh_registry):
+    module = types.ModuleType("exits_in_process")
+
+    @attnkit.hookimpl
+    def register_variants(register):
+        sys.exit(5)
+
+    module.register_variants = register_variants
+    with pytest.raises(attnkit.PluginError, match=r"raised SystemExit\(5\)") as error:
+        attnkit.registry.register_plugin(module)
+    assert isinstance(error.value.__cause__, SystemExit)
+    assert "exits_in_process" not in [p.name for p in attnkit.list_plugins()]

@@ -283,7 +283,8 @@ def test_a_hook_may_take_fewer_arguments_than_the_spec(fresh_registry):
         pass
 
     module.register_variants = register_variants
-    attnkit.register_plugin(module)
+    with pytest.warns(attnkit.PluginLoadWarning, match="loaded but registered no variants"):
+        attnkit.register_plugin(module)
     assert next(p for p in attnkit.list_plugins() if p.name == "quiet_plugin").variants == ()
 
 
