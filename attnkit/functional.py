@@ -22,7 +22,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IMPLEMENTATIONS", "attention", "check_implementation", "scaled_dot_product"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "attention",
+    "causal_mask",
+    "check_implementation",
+    "scaled_dot_product",
+]
 
 IMPLEMENTATIONS = ("fused", "explicit")
 """The values of the ``implementation`` option of the built-in trainable variants."""
@@ -61,13 +67,14 @@ def scaled_dot_product(
                   [0.3302, 0.6698]]]])
     """
     d_k = keys.shape[-1]
-    scores = queries @ keys.transpose(-2, -1)
+    # Scores in at least float32, scaled before the product: in float16, q @ k^T of
+    # unscaled vectors overflows to inf (and the softmax to NaN) where SDPA is finite,
+    # and in bfloat16 the exponentials lose too many digits.
+    compute = torch.promote_types(queries.dtype, torch.float32)
+    scores = (queries.to(compute) * d_k**-0.5) @ keys.to(compute).transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(mask, float("-inf"))
-    # Softmax in at least float32: in bfloat16 the exponentials lose too many digits.
-    weights = torch.softmax(
-        scores / d_k**0.5, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)
-    ).to(values.dtype)
+    weights = torch.softmax(scores, dim=-1).to(values.dtype)
     context = F.dropout(weights, p=dropout_p, training=training) @ values
     return context, weights
 
@@ -77,7 +84,7 @@ def attention(
     keys: torch.Tensor,
     values: torch.Tensor,
     *,
-    causal_mask: torch.Tensor | None = None,
+    causal: bool = False,
     dropout_p: float = 0.0,
     training: bool = False,
     need_weights: bool = False,
@@ -85,16 +92,17 @@ def attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention through SDPA, or explicitly when the weights are wanted.
 
-    With a causal mask, the queries belong to the last ``tokens_q`` of the
+    With ``causal=True``, the queries belong to the last ``tokens_q`` of the
     ``tokens_k`` positions (they are equal unless earlier keys come from a
     `attnkit.KVCache`), so query ``i`` sees keys ``0 .. tokens_k - tokens_q + i``.
+    The mask is derived from the shapes on each call, so no stored tensor can go
+    stale (after ``to_empty()``, say) or tie a module to one ``context_length``.
 
     Args:
         queries: ``(batch, heads, tokens_q, d_k)``.
         keys: ``(batch, heads, tokens_k, d_k)``, ``tokens_k >= tokens_q``.
         values: ``(batch, heads, tokens_k, d_v)``.
-        causal_mask: Boolean ``(context_length, context_length)``, True above the
-            diagonal (the module's buffer, sliced here), or ``None`` for no mask.
+        causal: Hide from each query the keys of later positions.
         dropout_p: Probability of zeroing each attention weight while training.
         training: Apply dropout.
         need_weights: Return the weights too; this takes the explicit path.
@@ -107,7 +115,7 @@ def attention(
     """
     tokens_q, tokens_k = queries.shape[-2], keys.shape[-2]
     past = tokens_k - tokens_q
-    mask = None if causal_mask is None else causal_mask[past:tokens_k, :tokens_k]
+    mask = causal_mask(tokens_q, tokens_k, device=queries.device) if causal else None
     if need_weights or implementation == "explicit":
         return scaled_dot_product(
             queries, keys, values, mask=mask, dropout_p=dropout_p, training=training
@@ -126,6 +134,25 @@ def attention(
             queries, keys, values, attn_mask=~mask, dropout_p=dropout_p
         )
     return context, None
+
+
+def causal_mask(
+    tokens_q: int, tokens_k: int, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean ``(tokens_q, tokens_k)``, True where a query must not attend: the future.
+
+    The queries are the last ``tokens_q`` of ``tokens_k`` positions.
+
+    Examples:
+        >>> causal_mask(3, 3)
+        tensor([[False,  True,  True],
+                [False, False,  True],
+                [False, False, False]])
+        >>> causal_mask(1, 3)  # one new token after two cached ones sees them all
+        tensor([[False, False, False]])
+    """
+    past = tokens_k - tokens_q
+    return torch.ones(tokens_q, tokens_k, dtype=torch.bool, device=device).triu(past + 1)
 
 
 def check_implementation(implementation: str, owner: str) -> str:

@@ -27,7 +27,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["Attention", "check_dropout", "check_positive_int"]
+__all__ = [
+    "Attention",
+    "check_dropout",
+    "check_flag",
+    "check_positive_int",
+    "ignore_saved_mask",
+]
 
 
 class Attention(nn.Module):
@@ -155,6 +161,32 @@ def check_positive_int(value: int, argument: str, owner: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner}: {argument} must be a positive integer, got {value!r}")
     return value
+
+
+def check_flag(value: bool, argument: str, owner: str) -> bool:
+    """Return ``value`` if it is a bool, else raise `TypeError` (no truthy strings or numbers).
+
+    Examples:
+        >>> check_flag(True, "qkv_bias", "CausalAttention")
+        True
+        >>> check_flag("no", "qkv_bias", "CausalAttention")
+        Traceback (most recent call last):
+        ...
+        TypeError: CausalAttention: qkv_bias must be True or False, got 'no'
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {argument} must be True or False, got {value!r}")
+    return value
+
+
+def ignore_saved_mask(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Drop a ``mask`` entry from a checkpoint made when causal masks were buffers.
+
+    A load-state-dict pre-hook (``module._register_load_state_dict_pre_hook``): the
+    mask now follows from positions, so a stored one is not needed, and it must
+    not stop weights saved at one ``context_length`` from loading at another.
+    """
+    state_dict.pop(f"{prefix}mask", None)
 
 
 def _first_line(docstring: str | None) -> str:

@@ -19,19 +19,7 @@ from torch import nn
 
 import attnkit
 from attnkit.functional import attention, check_implementation
-from attnkit.interface import check_dropout
-
-
-def causal_mask(context_length: int) -> torch.Tensor:
-    """Boolean ``(context_length, context_length)``, True above the diagonal (the future).
-
-    Examples:
-        >>> causal_mask(3)
-        tensor([[False,  True,  True],
-                [False, False,  True],
-                [False, False, False]])
-    """
-    return torch.ones(context_length, context_length, dtype=torch.bool).triu(diagonal=1)
+from attnkit.interface import check_dropout, check_flag, ignore_saved_mask
 
 
 class CausalAttention(attnkit.Attention):
@@ -45,7 +33,7 @@ class CausalAttention(attnkit.Attention):
     Args:
         d_in: Width of the input embeddings.
         d_out: Width of the queries, keys, values and context vectors.
-        context_length: The most tokens a forward pass accepts; sizes the mask.
+        context_length: The most tokens a forward pass accepts.
         dropout: Probability of zeroing each attention weight while training.
         qkv_bias: Give the three projections a bias.
         implementation: ``"fused"`` (SDPA) or ``"explicit"`` (the readable reference).
@@ -54,7 +42,6 @@ class CausalAttention(attnkit.Attention):
         W_query: ``nn.Linear(d_in, d_out)``, created first.
         W_key: ``nn.Linear(d_in, d_out)``, created second.
         W_value: ``nn.Linear(d_in, d_out)``, created third.
-        mask: Buffer, boolean ``(context_length, context_length)``, True above the diagonal.
 
     Examples:
         >>> import attnkit, torch
@@ -83,12 +70,14 @@ class CausalAttention(attnkit.Attention):
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
+        check_flag(qkv_bias, "qkv_bias", type(self).__name__)
         self.implementation = check_implementation(implementation, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", causal_mask(context_length))
+        # The causal mask follows from positions; checkpoints saved with it still load.
+        self._register_load_state_dict_pre_hook(ignore_saved_mask)
 
     def forward(
         self,
@@ -107,7 +96,7 @@ class CausalAttention(attnkit.Attention):
             queries,
             keys,
             values,
-            causal_mask=self.mask,
+            causal=True,
             dropout_p=self.dropout.p,
             training=self.training,
             need_weights=need_weights,

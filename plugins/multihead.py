@@ -19,12 +19,13 @@ replaces $h$ small ones.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import attnkit
 from attnkit.functional import attention, check_implementation
-from attnkit.interface import check_dropout, check_positive_int
-from attnkit_builtins.causal import CausalAttention, causal_mask
+from attnkit.interface import check_dropout, check_flag, check_positive_int, ignore_saved_mask
+from attnkit_builtins.causal import CausalAttention
 
 
 class MultiHeadAttention(attnkit.Attention):
@@ -37,7 +38,7 @@ class MultiHeadAttention(attnkit.Attention):
     Args:
         d_in: Width of the input embeddings.
         d_out: Width of the output; split into ``num_heads`` heads of ``d_out // num_heads``.
-        context_length: The most tokens a forward pass accepts; sizes the mask.
+        context_length: The most tokens a forward pass accepts.
         dropout: Probability of zeroing each attention weight while training.
         num_heads: Number of heads; must divide ``d_out``.
         qkv_bias: Give the query, key and value projections a bias.
@@ -48,7 +49,6 @@ class MultiHeadAttention(attnkit.Attention):
         W_key: ``nn.Linear(d_in, d_out)``, created second.
         W_value: ``nn.Linear(d_in, d_out)``, created third.
         out_proj: ``nn.Linear(d_out, d_out)`` with bias, created fourth; mixes the heads.
-        mask: Buffer, boolean ``(context_length, context_length)``, True above the diagonal.
 
     Examples:
         >>> import attnkit, torch
@@ -79,13 +79,9 @@ class MultiHeadAttention(attnkit.Attention):
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
         check_positive_int(num_heads, "num_heads", type(self).__name__)
+        check_flag(qkv_bias, "qkv_bias", type(self).__name__)
         self.implementation = check_implementation(implementation, type(self).__name__)
-        if d_out % num_heads:
-            raise ValueError(
-                f"MultiHeadAttention: d_out ({d_out}) must be divisible by num_heads "
-                f"({num_heads}); try num_heads in "
-                f"{[h for h in range(1, d_out + 1) if d_out % h == 0][:8]}"
-            )
+        check_divides(num_heads, d_out, type(self).__name__)
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -93,7 +89,7 @@ class MultiHeadAttention(attnkit.Attention):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", causal_mask(context_length))
+        self._register_load_state_dict_pre_hook(ignore_saved_mask)
 
     def forward(
         self,
@@ -105,17 +101,18 @@ class MultiHeadAttention(attnkit.Attention):
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
         batch, tokens, _ = x.shape
         # (batch, tokens, d_out) -> (batch, num_heads, tokens, head_dim): the split into heads.
+        queries, keys, values = self._project(x)
         split = (batch, tokens, self.num_heads, self.head_dim)
-        queries = self.W_query(x).view(split).transpose(1, 2)
-        keys = self.W_key(x).view(split).transpose(1, 2)
-        values = self.W_value(x).view(split).transpose(1, 2)
+        queries = queries.view(split).transpose(1, 2)
+        keys = keys.view(split).transpose(1, 2)
+        values = values.view(split).transpose(1, 2)
         if cache is not None:
             keys, values = cache.append(keys, values, capacity=self.context_length)
         context, weights = attention(
             queries,
             keys,
             values,
-            causal_mask=self.mask,
+            causal=True,
             dropout_p=self.dropout.p,
             training=self.training,
             need_weights=need_weights,
@@ -125,6 +122,48 @@ class MultiHeadAttention(attnkit.Attention):
         context = context.transpose(1, 2).reshape(batch, tokens, self.d_out)
         context = self.out_proj(context)
         return (context, weights) if need_weights else context
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x @ W_query``, ``x @ W_key``, ``x @ W_value``, each ``(batch, tokens, d_out)``.
+
+        Computed as one matrix product against the three weights side by side when
+        there are enough rows to pay for joining them; the parameters stay three
+        separate ``nn.Linear`` modules, so seeded construction is unchanged.
+        """
+        if x.shape[0] * x.shape[1] < _ONE_PRODUCT_MIN_ROWS:
+            return self.W_query(x), self.W_key(x), self.W_value(x)
+        projections = (self.W_query, self.W_key, self.W_value)
+        weight = torch.cat([p.weight for p in projections])
+        bias = None if self.W_query.bias is None else torch.cat([p.bias for p in projections])
+        return F.linear(x, weight, bias).split(self.d_out, dim=-1)
+
+
+# Below this many rows (batch x tokens), as when decoding one token at a time, copying
+# the three weights into one costs more than the two matrix products it saves.
+_ONE_PRODUCT_MIN_ROWS = 64
+
+
+def check_divides(num_heads: int, d_out: int, owner: str) -> None:
+    """Raise `ValueError` unless ``num_heads`` divides ``d_out``, naming nearby head counts.
+
+    Only head counts near the requested one are tried, so the message is instant
+    whatever the sizes.
+
+    Examples:
+        >>> check_divides(5, 768, "MultiHeadAttention")
+        Traceback (most recent call last):
+        ...
+        ValueError: MultiHeadAttention: d_out (768) must be divisible by num_heads (5); nearby choices: 4, 6, 3, 8
+    """  # noqa: E501
+    if d_out % num_heads == 0:
+        return
+    nearby = sorted(range(max(1, num_heads - 32), num_heads + 33), key=lambda h: abs(h - num_heads))
+    choices = [h for h in nearby if d_out % h == 0][:4]
+    listing = ", ".join(str(h) for h in choices) if choices else "1"
+    raise ValueError(
+        f"{owner}: d_out ({d_out}) must be divisible by num_heads ({num_heads}); "
+        f"nearby choices: {listing}"
+    )
 
 
 class MultiHeadAttentionWrapper(attnkit.Attention):
@@ -169,6 +208,8 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_positive_int(num_heads, "num_heads", type(self).__name__)
+        check_dropout(dropout, type(self).__name__)
+        check_flag(qkv_bias, "qkv_bias", type(self).__name__)
         self.num_heads = num_heads
         self.implementation = check_implementation(implementation, type(self).__name__)
         self.heads = nn.ModuleList(

@@ -16,6 +16,7 @@ from torch import nn
 
 import attnkit
 from attnkit.functional import attention, check_implementation
+from attnkit.interface import check_flag
 
 
 class SelfAttention(attnkit.Attention):
@@ -55,6 +56,7 @@ class SelfAttention(attnkit.Attention):
         self, d_in: int, d_out: int, qkv_bias: bool = False, implementation: str = "fused"
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out)
+        check_flag(qkv_bias, "qkv_bias", type(self).__name__)
         self.implementation = check_implementation(implementation, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)

@@ -44,9 +44,10 @@ class SimplifiedSelfAttention(attnkit.Attention):
         self, x: torch.Tensor, need_weights: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d)`` -> context ``(batch, tokens, d)``, weights ``(batch, 1, tokens, tokens)``."""  # noqa: E501
-        scores = x @ x.transpose(1, 2)
-        weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
-        weights = weights.to(x.dtype)
+        # Scores in at least float32: in float16 the dot products of wide inputs overflow.
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        scores = wide @ wide.transpose(1, 2)
+        weights = torch.softmax(scores, dim=-1).to(x.dtype)
         context = weights @ x
         return (context, weights.unsqueeze(1)) if need_weights else context
 

@@ -216,13 +216,6 @@ def test_causal_reproduces_the_chapter(chapter_inputs):
     torch.testing.assert_close(context, expected.expand(2, 6, 2), atol=5e-5, rtol=0)
 
 
-def test_causal_mask_is_a_buffer_sized_by_context_length():
-    attention = attnkit.create("causal", d_in=3, d_out=2, context_length=5)
-    assert "mask" in dict(attention.named_buffers())
-    assert attention.mask.shape == (5, 5)
-    assert "mask" in attention.state_dict()
-
-
 def test_dropout_applies_to_the_weights_in_training_only():
     torch.manual_seed(0)
     attention = attnkit.create("causal", d_in=5, d_out=4, context_length=8, dropout=0.5)
