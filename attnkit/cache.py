@@ -14,6 +14,9 @@ new cache, or `KVCache.reset`, per sequence.
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import torch
 
 __all__ = ["KVCache"]
@@ -25,7 +28,12 @@ class KVCache:
     The cache starts empty and fills as the module appends to it. In inference
     (gradients off) it writes into buffers allocated once at the module's
     ``context_length``, so a step costs no copying of the past; with gradients on
-    it concatenates instead, so that autograd sees no in-place writes.
+    it concatenates instead, so that autograd never sees an in-place write (even
+    when the key and value projections are frozen and only the queries need
+    gradients).
+
+    A cache belongs to the first module that uses it, until `reset`: handing it
+    to another module raises, since its keys and values mean nothing there.
 
     Attributes:
         keys: ``(batch, heads, length, d_k)`` or ``None`` while empty.
@@ -50,6 +58,8 @@ class KVCache:
         self._values: torch.Tensor | None = None
         self._length = 0
         self._children: dict[int, KVCache] = {}
+        self._owner: weakref.ReferenceType[Any] | None = None
+        self._owner_name = ""
 
     @property
     def length(self) -> int:
@@ -93,7 +103,7 @@ class KVCache:
                 f"KVCache: holds {self._length} tokens and {new} more would exceed the "
                 f"capacity of {capacity}; start a new cache or call reset()"
             )
-        if torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad):
+        if torch.is_grad_enabled():
             self._keys = keys if self._keys is None else torch.cat((self.keys, keys), dim=2)
             self._values = (
                 values if self._values is None else torch.cat((self.values, values), dim=2)
@@ -107,7 +117,13 @@ class KVCache:
         self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None
     ) -> None:
         start, end = self._length, self._length + keys.shape[2]
-        if self._keys is None or self._keys.shape[2] < end or self._keys.requires_grad:
+        # Buffers made under torch.inference_mode() cannot be written outside it, and a
+        # buffer from the concatenating path may be part of an autograd graph: copy both.
+        stale = self._keys is not None and (
+            self._keys.requires_grad
+            or (self._keys.is_inference() and not torch.is_inference_mode_enabled())
+        )
+        if self._keys is None or self._keys.shape[2] < end or stale:
             size = max(end, capacity or end)
             old_keys, old_values = self.keys, self.values
             self._keys = keys.new_empty((*keys.shape[:2], size, keys.shape[3]))
@@ -137,6 +153,28 @@ class KVCache:
                     f"{stored.dtype} on {stored.device}"
                 )
 
+    def claim(self, module: object) -> None:
+        """Bind the cache to ``module``, the first to use it; raise if another module owns it.
+
+        The base class calls this before a variant's ``forward`` runs with a cache.
+
+        Raises:
+            ValueError: The cache holds (or held, until `reset`) another module's
+                keys and values.
+        """
+        owner = None if self._owner is None else self._owner()
+        if owner is module:
+            return
+        if self._owner is not None:
+            raise ValueError(
+                f"KVCache: this cache belongs to another attention module ({self._owner_name}, "
+                f"holding {self.length} tokens) and was passed to {_describe(module)}; use "
+                f"one cache per attention module, e.g. a model's new_kv_caches() or "
+                f"[KVCache() for _ in range(layers)] (not [KVCache()] * layers), or reset() it"
+            )
+        self._owner = weakref.ref(module)
+        self._owner_name = _describe(module)
+
     def child(self, index: int) -> KVCache:
         """The cache of part ``index`` of a module built from several attention modules."""
         return self._children.setdefault(index, KVCache())
@@ -146,9 +184,15 @@ class KVCache:
         self._keys = self._values = None
         self._length = 0
         self._children.clear()
+        self._owner = None
+        self._owner_name = ""
 
     def __repr__(self) -> str:
         if self._keys is None and self._children:
             return f"KVCache(length={self.length}, parts={len(self._children)})"
         shape = None if self._keys is None else tuple(self.keys.shape)
         return f"KVCache(length={self.length}, keys={shape})"
+
+
+def _describe(module: object) -> str:
+    return f"{type(module).__name__} at {id(module):#x}"

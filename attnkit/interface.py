@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from attnkit.cache import KVCache
+
 __all__ = [
     "Attention",
     "check_dropout",
@@ -211,6 +213,10 @@ def _check_input(module: Attention, x: object, cache: object = None) -> None:
         raise ValueError(f"{owner}: expected input of shape {expected}, got {tuple(x.shape)}")
     tokens = x.shape[-2]
     if cache is not None:
+        if not isinstance(cache, KVCache):
+            raise TypeError(
+                f"{owner}: cache must be an attnkit.KVCache, got {type(cache).__name__}"
+            )
         if not type(module).supports_kv_cache:
             raise TypeError(
                 f"{owner}: the {module.name!r} variant does not support a KV cache "
@@ -247,7 +253,10 @@ def _with_input_checks(forward: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(forward)
     def checked_forward(self: Attention, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        _check_input(self, x, kwargs.get("cache"))
+        cache = kwargs.get("cache")
+        _check_input(self, x, cache)
+        if cache is not None:
+            cache.claim(self)
         if x.dim() == 2:
             return _drop_batch_axis(forward(self, x.unsqueeze(0), *args, **kwargs))
         return forward(self, x, *args, **kwargs)

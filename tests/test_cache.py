@@ -152,3 +152,58 @@ def test_the_cache_allocates_once_at_context_length():
     assert cache._keys.shape[2] == CONTEXT_LENGTH
     assert cache.keys.shape == (1, 3, 7, 4)
     assert repr(cache) == "KVCache(length=7, keys=(1, 3, 7, 4))"
+
+
+# --- Misuse found under attack ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_frozen_key_and_value_projections_still_backpropagate(name):
+    """Queries need gradients, keys and values do not: in-place appends broke autograd."""
+    attention = build(name)
+    for parameter_name, parameter in attention.named_parameters():
+        if "W_key" in parameter_name or "W_value" in parameter_name:
+            parameter.requires_grad_(False)
+    x = torch.randn(2, 6, input_width(attention))
+    cached, _ = feed(attention, x, [3, 1, 2])
+    cached.sum().backward()
+    grads = [p.grad for n, p in attention.named_parameters() if "W_query" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(cached, attention(x), **TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_a_cache_filled_under_inference_mode_continues_under_no_grad(name):
+    attention = build(name).eval()
+    x = torch.randn(1, 5, input_width(attention))
+    cache = attnkit.KVCache()
+    with torch.inference_mode():
+        first = attention(x[:, :3], cache=cache)
+    with torch.no_grad():
+        rest = attention(x[:, 3:], cache=cache)
+        full = attention(x)
+    torch.testing.assert_close(torch.cat((first, rest), dim=1), full, **TOLERANCES[torch.float32])
+
+
+def test_a_cache_filled_by_one_module_is_refused_by_another():
+    wrapper = build("multihead_wrapper")
+    causal = build("causal")
+    x = torch.randn(1, 7, input_width(wrapper))
+    cache = attnkit.KVCache()
+    wrapper(x, cache=cache)
+    with pytest.raises(ValueError, match="belongs to another") as error:
+        causal(x[:, :1], cache=cache)
+    message = str(error.value)
+    assert "belongs to another attention module (MultiHeadAttentionWrapper" in message
+    assert "holding 7 tokens" in message and "passed to CausalAttention" in message
+    assert "one cache per attention module" in message
+    assert cache.length == 7  # nothing dropped
+    cache.reset()
+    causal(x[:, :2], cache=cache)  # a reset cache is free again
+    assert cache.length == 2
+
+
+def test_a_cache_argument_must_be_a_kv_cache():
+    causal = build("causal")
+    with pytest.raises(TypeError, match="cache must be an attnkit.KVCache, got dict"):
+        causal(torch.randn(1, 2, input_width(causal)), cache={})

@@ -182,3 +182,24 @@ def test_the_shipped_text_is_the_whole_story():
     assert text.startswith("I HAD always thought Jack Gisburn")
     assert text.endswith("there's no exterminating our kind of art.\"")
     assert len(text) == 20479
+
+
+def test_one_cache_shared_by_every_block_is_refused():
+    model = GPTModel({**CONFIG, "attention": "multihead"})
+    shared = attnkit.KVCache()
+    with pytest.raises(ValueError, match="same KVCache") as error:
+        model(torch.tensor([[1, 2, 3]]), caches=[shared] * 2)
+    assert "caches[0] and caches[1] are the same KVCache object" in str(error.value)
+    assert "model.new_kv_caches()" in str(error.value)
+    assert shared.length == 0
+
+
+def test_caches_out_of_step_are_refused():
+    model = GPTModel({**CONFIG, "attention": "multihead"})
+    caches = model.new_kv_caches()
+    model(torch.tensor([[1, 2, 3]]), caches=caches)
+    lagging = model.new_kv_caches()
+    with pytest.raises(ValueError, match=r"out of step \(tokens held per block: \[3, 0\]\)"):
+        model(torch.tensor([[4]]), caches=[caches[0], lagging[1]])
+    with pytest.raises(TypeError, match=r"caches\[1\] is a list"):
+        model(torch.tensor([[4]]), caches=[caches[0], []])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import attnkit
 from tests.conftest import build, input_width
 
 TRAINABLE_CAUSAL = ["causal", "multihead", "multihead_wrapper"]

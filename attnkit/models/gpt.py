@@ -248,7 +248,27 @@ class GPTModel(nn.Module):
                     f"GPTModel: expected one KVCache per block ({len(self.blocks)}), "
                     f"got {len(caches)}; use model.new_kv_caches()"
                 )
-            past = caches[0].length
+            first_use = {}
+            for index, cache in enumerate(caches):
+                if not isinstance(cache, KVCache):
+                    raise TypeError(
+                        f"GPTModel: caches[{index}] is a {type(cache).__name__}, not an "
+                        f"attnkit.KVCache; use model.new_kv_caches()"
+                    )
+                earlier = first_use.setdefault(id(cache), index)
+                if earlier != index:
+                    raise ValueError(
+                        f"GPTModel: caches[{earlier}] and caches[{index}] are the same KVCache "
+                        f"object, but each block needs its own; use model.new_kv_caches() "
+                        f"(not [KVCache()] * n_layers)"
+                    )
+            lengths = [cache.length for cache in caches]
+            if len(set(lengths)) > 1:
+                raise ValueError(
+                    f"GPTModel: the caches are out of step (tokens held per block: {lengths}); "
+                    f"they must come from one sequence: start again with model.new_kv_caches()"
+                )
+            past = lengths[0]
         if past + token_ids.shape[1] > self.context_length:
             held = f"the caches hold {past} tokens and " if past else ""
             raise ValueError(
