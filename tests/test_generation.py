@@ -135,18 +135,24 @@ def test_next_token_keeps_only_the_top_k():
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "error", "message"),
     [
-        ({"max_new_tokens": -1}, "max_new_tokens must be 0 or more, got -1"),
-        ({"max_new_tokens": 2.5}, "max_new_tokens must be an int, got 2.5"),
-        ({"temperature": -0.5}, "temperature must be a number >= 0, got -0.5"),
-        ({"top_k": 0}, r"top_k must be an int from 1 to vocab_size \(30\), got 0"),
-        ({"top_k": 31}, r"top_k must be an int from 1 to vocab_size \(30\), got 31"),
+        ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be 0 or more, got -1"),
+        ({"max_new_tokens": 2.5}, TypeError, "max_new_tokens must be an int, got 2.5"),
+        ({"max_new_tokens": True}, TypeError, "max_new_tokens must be an int, got True"),
+        ({"temperature": -0.5}, ValueError, "temperature must be a finite number >= 0, got -0.5"),
+        ({"temperature": float("nan")}, ValueError, "finite number >= 0, got nan"),
+        ({"temperature": "0.7"}, TypeError, "temperature must be a number, got '0.7'"),
+        ({"top_k": 0}, ValueError, r"top_k must be an int from 1 to vocab_size \(30\), got 0"),
+        ({"top_k": 31}, ValueError, r"top_k must be an int from 1 to vocab_size \(30\), got 31"),
+        ({"top_k": 2.0}, TypeError, r"top_k must be an int or None, got 2.0"),
+        ({"use_cache": "no"}, TypeError, "use_cache must be True, False or None, got 'no'"),
+        ({"generator": 42}, TypeError, "generator must be a torch.Generator or None, got int"),
     ],
 )
-def test_argument_errors_name_the_argument(arguments, message):
+def test_argument_errors_name_the_argument(arguments, error, message):
     arguments = {"max_new_tokens": 3, **arguments}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         generate(model_with("causal"), torch.tensor([[1]]), **arguments)
 
 

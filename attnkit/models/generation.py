@@ -20,6 +20,8 @@ throughout, and the cache speeds up generation until the sequence reaches
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from attnkit.cache import KVCache
@@ -61,7 +63,9 @@ def generate(
         for an unbatched prompt): the prompts followed by the new tokens.
 
     Raises:
-        TypeError: ``use_cache=True`` but the attention does not support a KV cache.
+        TypeError: An argument has the wrong type (nothing is coerced: ``use_cache="no"``
+            is refused, not read as true), or ``use_cache=True`` but the attention
+            does not support a KV cache.
         ValueError: An argument is out of range.
 
     Examples:
@@ -77,7 +81,7 @@ def generate(
         >>> torch.equal(cached, generate(model, prompt, 10, use_cache=False))
         True
     """
-    _check_arguments(max_new_tokens, temperature, top_k, model)
+    _check_arguments(max_new_tokens, temperature, top_k, use_cache, generator, model)
     cached = model.supports_kv_cache if use_cache is None else use_cache
     unbatched = isinstance(token_ids, torch.Tensor) and token_ids.dim() == 1
     sequences = token_ids.unsqueeze(0) if unbatched else token_ids
@@ -142,18 +146,31 @@ def _next_window(
 
 
 def _check_arguments(
-    max_new_tokens: int, temperature: float, top_k: int | None, model: GPTModel
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    use_cache: bool | None,
+    generator: torch.Generator | None,
+    model: GPTModel,
 ) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise ValueError(f"generate: max_new_tokens must be an int, got {max_new_tokens!r}")
+        raise TypeError(f"generate: max_new_tokens must be an int, got {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be 0 or more, got {max_new_tokens}")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"generate: temperature must be a number >= 0, got {temperature!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"generate: temperature must be a number, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature!r}")
     vocab_size = model.config["vocab_size"]
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab_size
-    ):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+        raise TypeError(f"generate: top_k must be an int or None, got {top_k!r}")
+    if top_k is not None and not 1 <= top_k <= vocab_size:
         raise ValueError(
             f"generate: top_k must be an int from 1 to vocab_size ({vocab_size}), got {top_k!r}"
+        )
+    if use_cache is not None and not isinstance(use_cache, bool):
+        raise TypeError(f"generate: use_cache must be True, False or None, got {use_cache!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}"
         )

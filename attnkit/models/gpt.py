@@ -25,7 +25,6 @@ so any registered causal variant, built-in or from a plugin, drops in by name.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 import attnkit
+from attnkit._suggest import did_you_mean
 from attnkit.cache import KVCache
 from attnkit.interface import Attention, check_dropout, check_positive_int
 
@@ -285,8 +285,8 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     known = (*_REQUIRED, *_DEFAULTS)
     for key in config:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, known)
+            hint = f" ({hint})" if hint else ""
             raise ValueError(
                 f"GPTModel: unknown config key {key!r}{hint}; known keys: {', '.join(known)}; "
                 f"options for the attention go under 'attention_options'"
