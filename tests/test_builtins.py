@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import attnkit
-from tests.conftest import TOLERANCES
+from tests.helpers import TOLERANCES
 
 
 def softmax_row(scores: list[float]) -> list[float]:

@@ -7,7 +7,7 @@ import torch
 
 import attnkit
 from attnkit._arguments import accepted_arguments
-from tests.conftest import CONTEXT_LENGTH, TOLERANCES, build, input_width
+from tests.helpers import CONTEXT_LENGTH, TOLERANCES, build, input_width
 
 CACHED = [n for n in attnkit.list_variants() if attnkit.get_variant(n).supports_kv_cache]
 UNCACHED = [n for n in attnkit.list_variants() if not attnkit.get_variant(n).supports_kv_cache]
@@ -150,7 +150,7 @@ def test_the_cache_allocates_once_at_context_length():
             attention(torch.randn(1, 1, input_width(attention)), cache=cache)
     assert cache._keys.data_ptr() == storage
     assert cache._keys.shape[2] == CONTEXT_LENGTH
-    assert cache.keys.shape == (1, 3, 7, 4)
+    assert cache.keys.shape == (1, 2, 7, 4)
     assert repr(cache) == "KVCache(length=7, keys=(1, 3, 7, 4))"
 
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from tests.conftest import TOLERANCES
 from tests.ddp_worker import SETTINGS, build_model, text_data, train
+from tests.helpers import TOLERANCES
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 RANKS = 2

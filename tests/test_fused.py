@@ -8,7 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import attnkit
 from attnkit._arguments import accepted_arguments
-from tests.conftest import TOLERANCES, build, input_width
+from tests.helpers import TOLERANCES, build, input_width
 
 FUSED = [
     n

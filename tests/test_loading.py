@@ -24,7 +24,7 @@ import torch
 
 import attnkit
 from attnkit.errors import PluginLoadError, PluginLoadWarning
-from tests.conftest import build, input_width
+from tests.helpers import build, input_width
 
 DISTRIBUTIONS = Path(__file__).parent / "distributions"
 BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]

@@ -9,8 +9,8 @@ import torch
 
 import attnkit
 from attnkit.models import GPTModel, causal_variants
-from tests.conftest import TOLERANCES
 from tests.ddp_worker import load_example
+from tests.helpers import TOLERANCES
 
 CONFIG = {
     "vocab_size": 40,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import build, input_width
+from tests.helpers import build, input_width
 
 TRAINABLE_CAUSAL = ["causal", "multihead", "multihead_wrapper"]
 

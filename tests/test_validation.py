@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import attnkit
-from tests.conftest import build
+from tests.helpers import build
 
 TRAINABLE = ["self_attention", "causal", "multihead", "multihead_wrapper"]
 

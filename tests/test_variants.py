@@ -9,7 +9,7 @@ import torch
 
 import attnkit
 from attnkit._arguments import accepted_arguments
-from tests.conftest import CONTEXT_LENGTH, TOLERANCES, build, input_width
+from tests.helpers import CONTEXT_LENGTH, TOLERANCES, build, input_width
 
 ALL = attnkit.list_variants()
 CAUSAL = [name for name in ALL if attnkit.get_variant(name).causal]
