@@ -112,7 +112,7 @@ def test_a_cache_refuses_a_different_batch():
     cache = attnkit.KVCache()
     with torch.no_grad():
         attention(torch.randn(2, 3, input_width(attention)), cache=cache)
-        with pytest.raises(ValueError, match=r"new keys of shape \(3, 1, 1, 12\) do not match"):
+        with pytest.raises(ValueError, match=r"new keys of shape \(3, 1, 1, 8\) do not match"):
             attention(torch.randn(3, 1, input_width(attention)), cache=cache)
 
 
@@ -151,7 +151,7 @@ def test_the_cache_allocates_once_at_context_length():
     assert cache._keys.data_ptr() == storage
     assert cache._keys.shape[2] == CONTEXT_LENGTH
     assert cache.keys.shape == (1, 2, 7, 4)
-    assert repr(cache) == "KVCache(length=7, keys=(1, 3, 7, 4))"
+    assert repr(cache) == "KVCache(length=7, keys=(1, 2, 7, 4))"
 
 
 # --- Misuse found under attack ----------------------------------------------------------------
