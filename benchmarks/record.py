@@ -4,9 +4,11 @@
 
 Each run is ``attnkit bench`` with ``--json``, written to
 ``benchmarks/results/<cpu>-<cores>cores_torch-<version>_<preset>.json``; the
-default run also checks ``torch.compile``. Only the built-in variants are
-measured (``ATTNKIT_PLUGINS`` is set empty, so no third-party plugin loads).
-Run it on a quiet machine: every other process competes for the same cores.
+default run also runs the conformance kit's compile check. Only the built-in
+variants are measured (``ATTNKIT_PLUGINS`` is set empty, so no third-party plugin
+loads). Each recorded report is then checked against the targets of past issues
+(`targets.py`). Run it on a quiet machine: every other process competes for the
+same cores.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import re
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 
+sys.path.insert(0, str(HERE))  # targets.py, beside this file
 # Only the built-ins: this must be set before attnkit loads its plugins.
 os.environ["ATTNKIT_PLUGINS"] = ""
 
 import torch  # noqa: E402
+from targets import format_checks, targets  # noqa: E402
 
-from attnkit.bench import main  # noqa: E402
+from attnkit.bench import load, main  # noqa: E402
 from attnkit.bench.measure import cpu_model  # noqa: E402
 
 RUNS = {
@@ -55,6 +60,7 @@ def record(argv: list[str] | None = None) -> int:
         status = main([*options, *label, "--json", os.path.relpath(path)])
         if status:
             return status
+        print(format_checks(targets(load(path))), file=sys.stderr)
     return 0
 
 

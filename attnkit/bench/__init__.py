@@ -1,13 +1,14 @@
 """``attnkit bench``: time every registered variant against PyTorch's own attention.
 
 One run builds, for each shape, every registered variant that accepts it (see
-`attnkit.bench.cases`) and three baselines (see `attnkit.bench.baselines`):
-``sdpa``, a fused QKV projection with
-`torch.nn.functional.scaled_dot_product_attention`, the reference for every ratio;
-``mha``, `torch.nn.MultiheadAttention`; and ``textbook``, the explicit form. It
-measures each forward (eval, no_grad) and forward plus backward (train, dropout 0),
-in turns, as the median of repeated runs after warm-up, and reports milliseconds,
-the ratio to ``sdpa``, GFLOP/s next to the machine's dense matmul rate, the
+`attnkit.bench.cases`) and the baselines (see `attnkit.bench.baselines`): two
+hand-written modules into `torch.nn.functional.scaled_dot_product_attention`,
+``sdpa`` (one fused QKV projection) and ``sdpa_separate`` (three projections), the
+faster of which is the reference for every ratio; ``mha`` and ``mha_mask``,
+`torch.nn.MultiheadAttention`; and ``textbook``, the explicit form. It measures
+each forward (eval, no_grad) and forward plus backward (train, dropout 0), in
+turns, as the median of repeated runs after warm-up, and reports milliseconds,
+the ratio to the reference, GFLOP/s next to the machine's dense matmul rate, the
 attention kernel PyTorch chose and the peak memory (see `attnkit.bench.measure`).
 
 ```
@@ -17,7 +18,7 @@ attnkit bench --long          # 8,192 and 16,384 tokens, batch 1, forward: peak 
 attnkit bench --shape 2x512x768x12 --variants 'multihead*' --json results.json
 ```
 
-The ``--json`` report (schema ``attnkit-bench/1``) holds:
+The ``--json`` report (schema ``attnkit-bench/2``) holds:
 
 - ``machine``: ``cpu``, ``cores``, ``usable_cores``, ``threads``, ``memory_gb``,
   ``platform``, ``python``, ``torch``, ``attnkit``, ``date`` (UTC), ``label``, and
@@ -27,19 +28,20 @@ The ``--json`` report (schema ``attnkit-bench/1``) holds:
 - ``matmul``: ``size``, ``dtype``, ``ms``, ``gflops`` of a square matrix product;
 - ``results``: one row per shape, mode and case: ``shape`` (``batch``, ``tokens``,
   ``d_model``, ``heads``), ``mode`` (``forward`` or ``train``), ``name``, ``kind``
-  (``variant`` or ``baseline``), ``reference``, ``status`` (``ok``, ``skipped``,
+  (``variant`` or ``baseline``), ``reference`` (whether the row is the one the
+  group's ratios are to), ``status`` (``ok``, ``skipped``,
   ``error``), ``reason``, ``arguments``, ``heads``, ``head_dim``, ``causal``,
   ``note``, ``ms``, ``runs_ms``, ``calls_per_run``, ``ratio``, ``gflop``,
   ``gflops``, ``matmul_fraction``, ``attention``, ``kernels``, ``causal_halved``,
   ``peak_mb``, ``rss_peak_mb`` and, for the largest shapes, ``memory_estimate_mb``;
 - ``create_overhead`` and ``plugin_load`` (unless ``--no-overhead``) and
-  ``compile`` (with ``--compile``);
+  ``compile`` (with ``--compile``: the conformance kit's compile check per variant);
 - ``elapsed_s``: seconds each part of the run took, and ``total`` (the command's own
   start-up, importing torch, is not included).
 """
 
 from attnkit.bench.command import PRESETS, add_arguments, main, run
-from attnkit.bench.report import format_report, load, markdown_table, targets
+from attnkit.bench.report import format_report, load, markdown_table
 from attnkit.bench.runner import Config, benchmark
 
 __all__ = [
@@ -52,5 +54,4 @@ __all__ = [
     "main",
     "markdown_table",
     "run",
-    "targets",
 ]

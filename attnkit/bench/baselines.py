@@ -1,11 +1,20 @@
 """The modules every variant is measured against, written here so the comparison stands alone.
 
-All three compute causal multi-head self-attention of width ``d_model`` with
-``num_heads`` heads and an output projection, as `attnkit`'s ``multihead`` does:
+All of them compute causal multi-head self-attention of width ``d_model`` with
+``num_heads`` heads and an output projection, as `attnkit`'s ``multihead`` does, with
+its parameters (no query/key/value bias, an output projection with bias):
 
-- `FusedSDPA`: one fused query/key/value projection and
-  `torch.nn.functional.scaled_dot_product_attention` with ``is_causal=True``. This
-  is the practical limit on a CPU: every other row's ratio is taken against it.
+- `FusedSDPA` (``sdpa``): one fused query/key/value projection, a single
+  ``nn.Linear(d_model, 3 * d_model)``, whose output splits into heads by views
+  (each head a contiguous ``head_dim``-wide block), into
+  `torch.nn.functional.scaled_dot_product_attention` with ``is_causal=True``.
+- `SeparateSDPA` (``sdpa_separate``): three projections, one each for the queries,
+  keys and values, into the same call.
+
+The two are the practical limit for a module of this shape; which of them is
+faster depends on the machine, so every ratio is taken against the faster of the
+two measured in the same run (see `attnkit.bench.cases.REFERENCES`). The others:
+
 - `TorchMultiheadAttention`: `torch.nn.MultiheadAttention` with
   ``need_weights=False`` and a causal mask, called two ways: with the
   ``is_causal=True`` hint, which lets it run the fused causal kernel (``mha``, its
@@ -22,7 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BASELINES", "FusedSDPA", "TextbookAttention", "TorchMultiheadAttention"]
+__all__ = [
+    "BASELINES",
+    "FusedSDPA",
+    "SeparateSDPA",
+    "TextbookAttention",
+    "TorchMultiheadAttention",
+]
 
 
 def _causal_mask(tokens: int) -> torch.Tensor:
@@ -30,8 +45,19 @@ def _causal_mask(tokens: int) -> torch.Tensor:
     return torch.ones(tokens, tokens, dtype=torch.bool).triu(diagonal=1)
 
 
+def _attend(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, dropout: float
+) -> torch.Tensor:
+    """Causal SDPA, heads concatenated: ``(batch, heads, tokens, head_dim)`` -> ``(batch, tokens, width)``."""  # noqa: E501
+    batch, heads, tokens, head_dim = queries.shape
+    context = F.scaled_dot_product_attention(
+        queries, keys, values, dropout_p=dropout, is_causal=True
+    )
+    return context.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
 class FusedSDPA(nn.Module):
-    """Fused QKV projection and PyTorch's scaled dot-product attention: the reference row.
+    """One fused QKV projection, heads split by views, into PyTorch's scaled dot-product attention.
 
     Args:
         d_model: Width of the input and the output.
@@ -51,17 +77,44 @@ class FusedSDPA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(batch, tokens, d_model)`` -> ``(batch, tokens, d_model)``."""
-        batch, tokens, d_model = x.shape
+        batch, tokens, _ = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim)
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, head_dim)
-        context = F.scaled_dot_product_attention(
-            queries,
-            keys,
-            values,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=True,
-        )
-        return self.out_proj(context.transpose(1, 2).reshape(batch, tokens, d_model))
+        return self.out_proj(_attend(queries, keys, values, self.dropout if self.training else 0.0))
+
+
+class SeparateSDPA(nn.Module):
+    """Three projections (queries, keys, values) into PyTorch's scaled dot-product attention.
+
+    Built under the same seed, its weights are ``multihead``'s: the same layers,
+    created in the same order.
+
+    Args:
+        d_model: Width of the input and the output.
+        num_heads: Number of heads; must divide ``d_model``.
+        dropout: Probability of zeroing each attention weight while training.
+    """
+
+    causal = True
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.W_query = nn.Linear(d_model, d_model, bias=False)
+        self.W_key = nn.Linear(d_model, d_model, bias=False)
+        self.W_value = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(batch, tokens, d_model)`` -> ``(batch, tokens, d_model)``."""
+        batch, tokens, _ = x.shape
+        split = (batch, tokens, self.num_heads, self.head_dim)
+        queries = self.W_query(x).view(split).transpose(1, 2)
+        keys = self.W_key(x).view(split).transpose(1, 2)
+        values = self.W_value(x).view(split).transpose(1, 2)
+        return self.out_proj(_attend(queries, keys, values, self.dropout if self.training else 0.0))
 
 
 class TorchMultiheadAttention(nn.Module):
@@ -153,7 +206,8 @@ class TextbookAttention(nn.Module):
 
 
 BASELINES = {
-    "sdpa": "fused QKV projection + scaled_dot_product_attention(is_causal=True)",
+    "sdpa": "one fused QKV projection + scaled_dot_product_attention(is_causal=True)",
+    "sdpa_separate": "three projections (Q, K, V) + scaled_dot_product_attention(is_causal=True)",
     "mha": "torch.nn.MultiheadAttention(need_weights=False, causal mask, is_causal=True)",
     "mha_mask": "torch.nn.MultiheadAttention(need_weights=False, causal mask only)",
     "textbook": "explicit scores, masked_fill_, softmax, matmul",

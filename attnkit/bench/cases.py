@@ -1,7 +1,7 @@
 """What is measured: shapes, the cases built for a shape, and how their work is counted.
 
 A shape is ``batch x tokens x d_model x heads``. Every registered variant is
-built for it from the sizes its constructor accepts (`attnkit.registry.accepted_arguments`):
+built for it from the sizes its constructor accepts (`attnkit._arguments.filter_arguments`):
 ``d_in = d_out = d_model``, ``context_length = tokens``, ``num_heads = heads`` and
 ``dropout = 0``. A variant whose output comes out ``heads`` times too wide takes
 ``d_out`` per head (``multihead_wrapper`` does): it is rebuilt with
@@ -21,22 +21,30 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit._arguments import accepted_arguments
-from attnkit.bench.baselines import BASELINES, FusedSDPA, TextbookAttention, TorchMultiheadAttention
+from attnkit._arguments import filter_arguments, missing_arguments
+from attnkit._suggest import did_you_mean
+from attnkit.bench.baselines import (
+    BASELINES,
+    FusedSDPA,
+    SeparateSDPA,
+    TextbookAttention,
+    TorchMultiheadAttention,
+)
 
 __all__ = [
-    "REFERENCE",
+    "REFERENCES",
     "Case",
     "Shape",
     "attention_flops",
     "build_case",
     "case_flops",
+    "minimum_bytes",
     "projection_flops",
     "worst_case_bytes",
 ]
 
-REFERENCE = "sdpa"
-"""The baseline every ratio is taken against."""
+REFERENCES = ("sdpa", "sdpa_separate")
+"""The baselines ratios are taken against: of those measured, the faster, in each shape and mode."""
 
 _SHAPE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")
 
@@ -158,36 +166,36 @@ def build_case(
 
 def _build_baseline(name: str, shape: Shape, dtype: torch.dtype, seed: int) -> Case:
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; baselines: {', '.join(BASELINES)}")
+        hint = did_you_mean(name, BASELINES)
+        raise ValueError(
+            f"unknown baseline {name!r}{f' ({hint})' if hint else ''}; "
+            f"baselines: {', '.join(BASELINES)}"
+        )
     torch.manual_seed(seed)
     d, h, t = shape.d_model, shape.heads, shape.tokens
     modules: dict[str, Callable[[], nn.Module]] = {
         "sdpa": lambda: FusedSDPA(d, h),
+        "sdpa_separate": lambda: SeparateSDPA(d, h),
         "mha": lambda: TorchMultiheadAttention(d, h, t),
         "mha_mask": lambda: TorchMultiheadAttention(d, h, t, causal_hint=False),
         "textbook": lambda: TextbookAttention(d, h, t),
     }
     module = modules[name]().to(dtype)
-    arguments = {"d_model": d, "num_heads": h} | ({} if name == "sdpa" else {"tokens": t})
+    arguments = {"d_model": d, "num_heads": h} | ({} if name in REFERENCES else {"tokens": t})
     return Case(name, "baseline", module, h, shape.head_dim, True, arguments)
 
 
 def _build_variant(name: str, shape: Shape, dtype: torch.dtype, seed: int) -> Case:
     cls = attnkit.get_variant(name)
     case = Case(name, "variant", causal=bool(cls.causal))
-    accepted = accepted_arguments(cls)
-    if "d_in" not in accepted and "d_out" not in accepted:
+    arguments = filter_arguments(cls, shape.sizes())
+    if "d_in" not in arguments and "d_out" not in arguments:
         case.skipped = (
             "accepts neither d_in nor d_out: it has no projections for the shape to size, "
             "so it does not compute the attention the other rows do"
         )
         return case
-    arguments = {key: value for key, value in shape.sizes().items() if key in accepted}
-    missing = [
-        argument
-        for argument, parameter in accepted.items()
-        if parameter.default is parameter.empty and argument not in arguments
-    ]
+    missing = missing_arguments(cls, arguments)
     if missing:
         case.skipped = f"requires {', '.join(missing)}, which a benchmark shape does not give"
         return case
@@ -292,6 +300,22 @@ def case_flops(case: Case, shape: Shape, mode: str, causal_halved: bool) -> floa
         shape.batch, case.heads, shape.tokens, case.head_dim, causal_halved
     ) + projection_flops(case.module, shape.batch, shape.tokens)
     return 3 * forward if mode == "train" else forward
+
+
+def minimum_bytes(shape: Shape, mode: str, dtype: torch.dtype) -> int:
+    """Memory every case needs at ``shape``, however it computes attention: a floor.
+
+    Six ``(batch, tokens, d_model)`` tensors live in a forward pass (the input, the
+    queries, keys and values, the context and the output), twice as many to train
+    (the gradients), and the four ``d_model x d_model`` projection weights.
+
+    Examples:
+        >>> minimum_bytes(Shape(8, 1024, 768, 12), "forward", torch.float32) / 2**20
+        153.0
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    activations = (12 if mode == "train" else 6) * shape.batch * shape.tokens * shape.d_model
+    return (activations + 4 * shape.d_model**2) * itemsize
 
 
 def worst_case_bytes(shape: Shape, mode: str, dtype: torch.dtype) -> int:

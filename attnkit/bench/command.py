@@ -14,14 +14,16 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import attnkit
+from attnkit._suggest import did_you_mean
 from attnkit.bench.baselines import BASELINES
-from attnkit.bench.cases import REFERENCE, Shape
-from attnkit.bench.measure import NoProgress
+from attnkit.bench.cases import REFERENCES, Shape, minimum_bytes
+from attnkit.bench.measure import NoProgress, available_memory
 from attnkit.bench.report import format_report
 from attnkit.bench.runner import MODES, Config, benchmark, planned_steps
 from attnkit.loader import PLUGINS_ENV
@@ -57,7 +59,7 @@ PRESETS = {
     ),
     "long": Preset(
         ("1x8192x768x12", "1x16384x768x12"), ("forward",), 3, 1, 2048, 3,
-        "8,192 and 16,384 tokens, batch 1, forward: the memory targets",
+        "8,192 and 16,384 tokens, batch 1, forward: peak memory",
     ),
 }  # fmt: skip
 """The presets: the default run, ``--quick`` and ``--long``."""
@@ -130,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(BASELINES),
         metavar="NAMES",
         help=f"comma-separated, from {', '.join(BASELINES)}, or 'none' (default: all); "
-        f"ratios are to {REFERENCE}",
+        f"ratios are to the faster of {' and '.join(REFERENCES)}",
     )
     presets.add_argument("--dtype", choices=list(DTYPES), default="float32")
     presets.add_argument(
@@ -141,8 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     presets.add_argument(
         "--compile",
         action="store_true",
-        help="also check that every selected variant compiles with torch.compile(fullgraph=True) "
-        "and equals eager",
+        help="also run the conformance kit's compile check on every selected variant: "
+        "torch.compile(fullgraph=True) compiles it and its output equals eager",
     )
     presets.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend (default: inductor)"
@@ -188,9 +190,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"attnkit bench: error: {message}", file=sys.stderr)
-    return 2
+    return status
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    hint = did_you_mean(word, choices)
+    return f" ({hint})" if hint else ""
 
 
 def _select_variants(patterns: str) -> list[str]:
@@ -204,8 +211,8 @@ def _select_variants(patterns: str) -> list[str]:
         matches = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         if not matches:
             raise ValueError(
-                f"--variants: no registered variant matches {pattern!r}; "
-                f"available: {', '.join(available) or 'none'}"
+                f"--variants: no registered variant matches {pattern!r}"
+                f"{_hint(pattern, available)}; available: {', '.join(available) or 'none'}"
             )
         selected += [name for name in matches if name not in selected]
     return selected
@@ -218,8 +225,8 @@ def _select_baselines(names: str) -> list[str]:
     unknown = [name for name in selected if name not in BASELINES]
     if unknown:
         raise ValueError(
-            f"--baselines: unknown baseline {unknown[0]!r}; choose from "
-            f"{', '.join(BASELINES)} or 'none'"
+            f"--baselines: unknown baseline {unknown[0]!r}{_hint(unknown[0], list(BASELINES))}; "
+            f"choose from {', '.join(BASELINES)} or 'none'"
         )
     return [name for name in BASELINES if name in selected]
 
@@ -272,16 +279,19 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
     baselines = _select_baselines(args.baselines)
     if not variants and not baselines:
         raise ValueError("nothing to measure: --variants and --baselines select nothing")
+    dtype = DTYPES[args.dtype]
+    matmul_size = args.matmul_size or preset.matmul_size
+    _check_memory(shapes, modes, dtype, matmul_size)
     return Config(
         shapes=shapes,
         modes=modes,
         variants=variants,
         baselines=baselines,
-        dtype=DTYPES[args.dtype],
+        dtype=dtype,
         repeats=args.repeats if args.repeats is not None else preset.repeats,
         warmup=args.warmup if args.warmup is not None else preset.warmup,
         min_run_time=args.min_run_time,
-        matmul_size=args.matmul_size or preset.matmul_size,
+        matmul_size=matmul_size,
         overhead=not args.no_overhead,
         overhead_runs=preset.overhead_runs,
         compile=args.compile,
@@ -291,6 +301,66 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         preset=preset_name,
         command=_command(args, preset_name),
     )
+
+
+def _check_memory(
+    shapes: list[Shape], modes: list[str], dtype: torch.dtype, matmul_size: int
+) -> None:
+    """Refuse, before anything runs, sizes whose smallest tensors exceed the available memory.
+
+    A case whose attention matrices would not fit is measured at fewer tokens and
+    skipped with its estimate while the run goes on; this catches what no case
+    can avoid: the input, the projections and the output (`minimum_bytes`).
+    """
+    available = available_memory()
+    dtype_name = str(dtype).removeprefix("torch.")
+    for shape in shapes:
+        for mode in modes:
+            needed = minimum_bytes(shape, mode, dtype)
+            if needed > available:
+                raise ValueError(
+                    f"--shape {shape}: too big for this machine: a {mode} pass needs at least "
+                    f"{_gigabytes(needed)} (the input, projections and output, "
+                    f"{12 if mode == 'train' else 6} x {shape.batch:,} x {shape.tokens:,} x "
+                    f"{shape.d_model:,} {dtype_name} values, and the weights); "
+                    f"{_gigabytes(available)} is available"
+                )
+    needed = 3 * matmul_size**2 * 4  # measured in float32
+    if needed > available:
+        raise ValueError(
+            f"--matmul-size {matmul_size}: three {matmul_size:,} x {matmul_size:,} float32 "
+            f"matrices need {_gigabytes(needed)}; {_gigabytes(available)} is available"
+        )
+
+
+def _gigabytes(size: float) -> str:
+    return f"about {size / 1e9:,.1f} GB" if size >= 1e8 else f"about {size / 1e6:,.1f} MB"
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse a ``--json`` path that cannot be written, before anything is measured.
+
+    The file is opened for appending (so it is created if missing, and left as it
+    was if present) and, if it was new, removed again: what the run would hit at
+    its end, it hits now.
+    """
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--json {path}: is a directory; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise ValueError(f"--json {path}: cannot write there: {parent} {what}")
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise ValueError(f"--json {path}: cannot write there: {error.strerror or error}") from None
+    if not existed:
+        target.unlink(missing_ok=True)
 
 
 def _progress_bar(total: int) -> Any:
@@ -304,12 +374,14 @@ def _progress_bar(total: int) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Run ``attnkit bench`` with parsed options; return the exit status.
 
-    Prints the tables (and the targets the results can be checked against) and,
-    with ``--json``, writes the report. Exit status 0 on success, 1 when the
-    progress bar cannot be drawn (tqdm missing), 2 for a bad option.
+    Prints the tables and, with ``--json``, writes the report. Exit status 0 on
+    success; 2 for a bad option, before anything is measured (an output path that
+    cannot be written, sizes too big for the machine's memory); 1 when the progress
+    bar cannot be drawn (tqdm missing) or the run itself fails, said in one line.
     """
     try:
         config = config_from_arguments(args)
+        _check_output(args.json)
     except ValueError as error:
         return _fail(str(error))
     if args.threads:
@@ -326,6 +398,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
     try:
         report = benchmark(config, bar)
+    except (RuntimeError, MemoryError) as error:  # out of memory, mostly: one line, no traceback
+        first = str(error).strip().splitlines()
+        return _fail(f"the run failed: {type(error).__name__}: {first[0] if first else ''}", 1)
     finally:
         if hasattr(bar, "close"):
             bar.close()
@@ -335,9 +410,12 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=1)
         print()
     elif args.json:
-        with open(args.json, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=1)
-            file.write("\n")
+        try:
+            with open(args.json, "w", encoding="utf-8") as file:
+                json.dump(report, file, indent=1)
+                file.write("\n")
+        except OSError as error:
+            return _fail(f"--json {args.json}: cannot write the results: {error}", 1)
         print(f"results written to {args.json}", file=sys.stderr)
     return 0
 

@@ -5,8 +5,7 @@
   the difference; the two are timed in turns and their medians subtracted.
 - `plugin_load_time`: importing attnkit and loading every installed plugin, in
   fresh interpreters that have already imported torch.
-- `compile_check`: every variant through ``torch.compile(fullgraph=True)``,
-  compared with eager in evaluation and in training (outputs and gradients).
+- `compile_check`: the conformance kit's ``compile`` check on every variant.
 """
 
 from __future__ import annotations
@@ -20,21 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import attnkit
-from attnkit._arguments import accepted_arguments
+from attnkit._arguments import STANDARD_SIZES, filter_arguments, missing_arguments
 
-__all__ = ["SMALL_SIZES", "compile_check", "create_overhead", "plugin_load_time"]
-
-SMALL_SIZES: dict[str, Any] = {
-    "d_in": 16,
-    "d_out": 16,
-    "context_length": 8,
-    "num_heads": 2,
-    "dropout": 0.0,
-}
-"""Sizes the overhead and compile checks build variants with, filtered by each signature."""
+__all__ = ["compile_check", "create_overhead", "plugin_load_time"]
 
 _LOAD_SCRIPT = """
 import json, sys, time
@@ -50,26 +38,21 @@ print(json.dumps({{"import_ms": (imported - start) * 1e3, "load_ms": (loaded - i
 """
 
 
-def _small_arguments(name: str) -> dict[str, Any] | None:
-    accepted = accepted_arguments(attnkit.get_variant(name))
-    arguments = {key: value for key, value in SMALL_SIZES.items() if key in accepted}
-    required = [a for a, p in accepted.items() if p.default is p.empty and a not in arguments]
-    return None if required else arguments
-
-
 def create_overhead(names: list[str], repeats: int = 200) -> list[dict[str, Any]]:
     """Median microseconds of ``attnkit.create(name, ...)`` and of ``cls(...)``, per variant.
 
+    Each variant is built at `attnkit._arguments.STANDARD_SIZES`, the sizes it accepts.
+
     Returns:
         One ``{"variant", "create_us", "direct_us", "overhead_us", "arguments"}`` per
-        variant that can be built from `SMALL_SIZES`.
+        variant that those sizes build (one that requires more is left out).
     """
     results = []
     for name in names:
-        arguments = _small_arguments(name)
-        if arguments is None:
-            continue
         cls = attnkit.get_variant(name)
+        arguments = filter_arguments(cls, STANDARD_SIZES)
+        if missing_arguments(cls, arguments):
+            continue
         created, direct = [], []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -128,62 +111,38 @@ def plugin_load_time(runs: int = 5) -> dict[str, Any]:
     }
 
 
-def compile_check(
-    names: list[str], backend: str = "inductor", seed: int = 0
-) -> list[dict[str, Any]]:
-    """Compile each variant with ``torch.compile(fullgraph=True)`` and compare it with eager.
+def compile_check(names: list[str], backend: str = "inductor") -> list[dict[str, Any]]:
+    """Run the conformance kit's ``compile`` check on each variant: the one compile check.
 
-    Each variant is built from `SMALL_SIZES` and run on ``(2, 8, 16)`` inputs in
-    evaluation mode (outputs compared) and in training mode with dropout 0
-    (outputs and the input's gradient compared), to float32 tolerance.
+    `attnkit.testing.check_variant` builds the variant at its standard sizes,
+    compiles it with ``torch.compile(fullgraph=True)`` and compares the output
+    with eager, to its per-dtype tolerance; where ``backend`` cannot run here (no
+    C++ compiler for ``inductor``), the check is skipped and says why.
 
     Returns:
-        One ``{"variant", "ok", "seconds", "max_abs_diff", "error"}`` per variant.
+        One ``{"variant", "backend", "outcome", "ok", "message", "seconds"}`` per
+        variant: ``outcome`` is ``"passed"``, ``"failed"`` or ``"skipped"``, ``ok``
+        whether it passed, ``message`` the kit's.
     """
+    from attnkit.testing import check_variant  # the kit, loaded only when asked for
+
     results = []
     for name in names:
-        arguments = _small_arguments(name)
-        if arguments is None:
-            results.append({"variant": name, "ok": False, "error": "needs sizes not given"})
-            continue
-        torch.manual_seed(seed)
-        module = attnkit.create(name, **arguments)
-        x = torch.randn(2, SMALL_SIZES["context_length"], SMALL_SIZES["d_in"])
         start = time.perf_counter()
         try:
-            torch._dynamo.reset()
-            compiled = torch.compile(module, fullgraph=True, backend=backend)
-            with torch.no_grad():
-                module.eval()
-                eager_eval, compiled_eval = module(x), compiled(x)
-            module.train()
-            differences = [(compiled_eval - eager_eval).abs().max().item()]
-            gradients = []
-            for run in (module, compiled):
-                leaf = x.clone().requires_grad_(True)
-                output = run(leaf)
-                output.backward(torch.ones_like(output))
-                gradients.append((output.detach(), leaf.grad))
-            (eager_out, eager_grad), (compiled_out, compiled_grad) = gradients
-            differences.append((compiled_out - eager_out).abs().max().item())
-            differences.append((compiled_grad - eager_grad).abs().max().item())
-            ok = (
-                torch.allclose(compiled_eval, eager_eval, atol=1e-5, rtol=1e-5)
-                and torch.allclose(compiled_out, eager_out, atol=1e-5, rtol=1e-5)
-                and torch.allclose(compiled_grad, eager_grad, atol=1e-5, rtol=1e-5)
-            )
-            error = None if ok else "compiled output differs from eager"
-            max_diff: float | None = max(differences)
-        except Exception as exc:  # report every variant, whichever fails
-            ok, error, max_diff = False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}", None
+            result = check_variant(name, checks=["compile"], compile_backend=backend)["compile"]
+            outcome, message = str(result.outcome), result.message
+        except Exception as error:  # it cannot be built at the kit's sizes; report, go on
+            outcome = "failed"
+            message = f"compile: {type(error).__name__}: {str(error).splitlines()[0]}"
         results.append(
             {
                 "variant": name,
-                "ok": ok,
                 "backend": backend,
+                "outcome": outcome,
+                "ok": outcome == "passed",
+                "message": message,
                 "seconds": time.perf_counter() - start,
-                "max_abs_diff": max_diff,
-                "error": error,
             }
         )
     return results

@@ -16,7 +16,7 @@ import torch
 
 from attnkit.bench.baselines import BASELINES
 from attnkit.bench.cases import (
-    REFERENCE,
+    REFERENCES,
     Case,
     Shape,
     build_case,
@@ -39,7 +39,8 @@ from attnkit.bench.overhead import compile_check, create_overhead, plugin_load_t
 
 __all__ = ["MODES", "SCHEMA", "Config", "benchmark", "planned_steps"]
 
-SCHEMA = "attnkit-bench/1"
+SCHEMA = "attnkit-bench/2"
+"""Version 2: ratios are to the faster of `REFERENCES` (version 1: to ``sdpa`` alone)."""
 
 MODES = {
     "forward": "forward (eval, no_grad)",
@@ -114,7 +115,7 @@ def benchmark(config: Config, progress: Progress | None = None) -> dict[str, Any
             "min_run_time_s": config.min_run_time,
             "seed": config.seed,
             "statistic": "median",
-            "reference": REFERENCE,
+            "reference": "the faster of " + ", ".join(REFERENCES),
         },
         "flop_count": FLOP_COUNT,
         "modes": {mode: MODES[mode] for mode in config.modes},
@@ -147,7 +148,7 @@ def benchmark(config: Config, progress: Progress | None = None) -> dict[str, Any
         report["compile"] = []
         for name in config.variants:
             progress.set_description_str(f"torch.compile {name}")
-            report["compile"].extend(compile_check([name], config.compile_backend, config.seed))
+            report["compile"].extend(compile_check([name], config.compile_backend))
             progress.update(1)
         elapsed["compile"] = time.perf_counter() - start
     elapsed["total"] = time.perf_counter() - began
@@ -160,9 +161,9 @@ def _measure_group(
 ) -> list[dict[str, Any]]:
     """Measure every case at one shape and mode, timed in turns."""
     per_case = config.warmup + 1 + config.repeats  # warm-up, one profiled call, timed runs
-    names = [(name, "baseline") for name in config.baselines if name == REFERENCE]
+    names = [(name, "baseline") for name in config.baselines if name in REFERENCES]
     names += [(name, "variant") for name in config.variants]
-    names += [(name, "baseline") for name in config.baselines if name != REFERENCE]
+    names += [(name, "baseline") for name in config.baselines if name not in REFERENCES]
     torch.manual_seed(config.seed)
     x = torch.randn(shape.batch, shape.tokens, shape.d_model, dtype=config.dtype)
     cases: list[Case] = []
@@ -229,7 +230,7 @@ def _row(case: Case, shape: Shape, mode: str) -> dict[str, Any]:
         "mode": mode,
         "name": case.name,
         "kind": case.kind,
-        "reference": case.name == REFERENCE and case.kind == "baseline",
+        "reference": False,  # set by _derive on the faster of REFERENCES
         "status": None,
         "reason": None,
         "arguments": case.arguments,
@@ -352,11 +353,19 @@ def _derive(
     mode: str,
     matmul: dict[str, Any],
 ) -> None:
-    """Add FLOPs, GFLOP/s and the ratio to the reference to every measured row."""
-    reference = rows.get(f"baseline:{REFERENCE}")
-    reference_ms = (
-        reference["ms"] if reference is not None and reference["status"] == "ok" else None
-    )
+    """Add FLOPs, GFLOP/s and the ratio to the reference to every measured row.
+
+    The reference is the faster of the `REFERENCES` measured at this shape and mode.
+    """
+    measured = [
+        row
+        for name in REFERENCES
+        if (row := rows.get(f"baseline:{name}")) is not None and row["status"] == "ok"
+    ]
+    reference = min(measured, key=lambda row: row["ms"], default=None)
+    reference_ms = None if reference is None else reference["ms"]
+    if reference is not None:
+        reference["reference"] = True
     for case in cases:
         row = rows[_key(case)]
         if row["status"] != "ok" or case.module is None:
