@@ -11,6 +11,9 @@ attnkit bench ...                 time variants (see attnkit bench --help)
 Exit status: 0 on success, 1 when a check fails (or, with
 ``ATTNKIT_STRICT_PLUGINS=1``, a plugin fails to load), 2 for bad usage: an
 unknown variant, a malformed or unaccepted argument.
+
+`main` is the one public name: the console script and ``python -m attnkit``
+call it, and so can a program or a test. Everything else here is internal.
 """
 
 from __future__ import annotations
@@ -29,31 +32,32 @@ from typing import Any
 
 import attnkit
 from attnkit import loader, registry
+from attnkit._arguments import STANDARD_SIZES
 from attnkit.errors import PluginLoadError, PluginLoadWarning, UnknownVariantError
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_value"]
+__all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+_EXIT_OK = 0
+_EXIT_FAILED = 1
+_EXIT_USAGE = 2
 
-PROG = "attnkit"
+_PROG = "attnkit"
 
 
-class UsageError(Exception):
+class _UsageError(Exception):
     """Bad usage found after parsing: reported on stderr with exit status 2."""
 
 
 # --- Helpers ----------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> Any:
+def _parse_value(text: str) -> Any:
     """Read a ``--arg`` value: an int, a float, a bool, ``None``, or else a string.
 
     Examples:
-        >>> [parse_value(v) for v in ["8", "0.1", "1e-3", "true", "False", "none", "fused"]]
+        >>> [_parse_value(v) for v in ["8", "0.1", "1e-3", "true", "False", "none", "fused"]]
         [8, 0.1, 0.001, True, False, None, 'fused']
-        >>> parse_value("'8'")  # quotes keep a string a string
+        >>> _parse_value("'8'")  # quotes keep a string a string
         '8'
     """
     stripped = text.strip()
@@ -81,7 +85,7 @@ def _key_value(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(
             f"KEY must be a constructor argument name, such as d_in; got {key!r} in {text!r}"
         )
-    return key, parse_value(value)
+    return key, _parse_value(value)
 
 
 def _width() -> int:
@@ -124,16 +128,16 @@ def _fill(text: str) -> str:
     return textwrap.fill(text, width=78)
 
 
-def _plugin_info(name: str | None) -> registry.PluginInfo | None:
-    return next((p for p in registry.list_plugins() if p.name == name), None)
-
-
 def _describe_plugin(name: str | None) -> str:
-    info = _plugin_info(name)
-    if info is None or info.distribution is None:
-        return f"{name} (registered in-process)" if name else "-"
-    built_in = ", built in" if info.builtin else ""
-    return f"{info.name} (distribution {info.distribution} {info.version}{built_in})"
+    """The plugin's own description (`PluginInfo.describe`), and where its variants live."""
+    info = registry.get_plugin(name)
+    if info is None:
+        return "-"
+    if info.builtin:
+        return f"{info.describe()}, built in"
+    if info.distribution is None:
+        return f"{info.describe()}, registered in-process"
+    return info.describe()
 
 
 def _annotation(parameter: inspect.Parameter) -> str:
@@ -144,8 +148,8 @@ def _annotation(parameter: inspect.Parameter) -> str:
 
 
 def _error(command: str | None, message: str) -> None:
-    where = f"{PROG} {command}" if command else PROG
-    print(f"{where}: error: {message.removeprefix(f'{PROG}: ')}", file=sys.stderr)
+    where = f"{_PROG} {command}" if command else _PROG
+    print(f"{where}: error: {message.removeprefix(f'{_PROG}: ')}", file=sys.stderr)
 
 
 # --- Commands ---------------------------------------------------------------------------
@@ -156,14 +160,14 @@ def _list(args: argparse.Namespace) -> int:
     if not names:
         available = ", ".join(attnkit.list_variants()) or "none"
         print(f"no variant matches {args.pattern!r}; variants: {available}", file=sys.stderr)
-        return EXIT_OK
+        return _EXIT_OK
     rows = []
     for name in names:
         cls = attnkit.get_variant(name)
         stage = str(cls.stage) if cls.stage is not None else "-"
         rows.append([name, stage, "yes" if cls.causal else "no", cls.plugin or "-", cls.summary])
     print(_table(["name", "stage", "causal", "plugin", "summary"], rows, shrink=4))
-    return EXIT_OK
+    return _EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -174,7 +178,7 @@ def _show(args: argparse.Namespace) -> int:
         ("class", f"{cls.__module__}.{cls.__qualname__}"),
         ("stage", str(cls.stage) if cls.stage is not None else "-"),
         ("causal", "yes" if cls.causal else "no"),
-        ("plugin", _describe_plugin(cls.plugin)),
+        ("from", _describe_plugin(cls.plugin)),
     ]
     for label, value in details:
         print(f"  {label + ':':<8} {value}")
@@ -197,7 +201,7 @@ def _show(args: argparse.Namespace) -> int:
         print(textwrap.indent(table, "  "))
     else:
         print("parameters: none")
-    return EXIT_OK
+    return _EXIT_OK
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -222,18 +226,15 @@ def _plugins(args: argparse.Namespace) -> int:
     if failed:
         print("\nload errors:")
         for info in failed:
-            where = (
-                f" (distribution {info.distribution} {info.version})" if info.distribution else ""
-            )
             wrapped = textwrap.fill(
-                f"{info.name}{where}: {info.error}",
+                f"{info.describe()}: {info.error}",
                 width=_width() - 2,
                 break_on_hyphens=False,
                 initial_indent="  ",
                 subsequent_indent="    ",
             )
             print(wrapped)
-    return EXIT_OK
+    return _EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -242,29 +243,23 @@ def _check(args: argparse.Namespace) -> int:
     arguments: dict[str, Any] = {}
     for key, value in args.arg or []:
         if key in arguments:
-            raise UsageError(f"--arg {key} is given twice ({arguments[key]!r} and {value!r})")
+            raise _UsageError(f"--arg {key} is given twice ({arguments[key]!r} and {value!r})")
         arguments[key] = value
     cls = attnkit.get_variant(args.name)
     try:
-        # Validates the arguments and builds the variant once, running no check.
-        report = testing.check_variant(cls, arguments, checks=[])
-    except (TypeError, testing.VariantBuildError) as error:
-        raise UsageError(str(error)) from error
-    if "compile" not in (args.skip or ()):
-        dynamo = importlib.import_module("torch._dynamo")
-        backends = dynamo.list_backends(exclude_tags=())
-        if args.compile_backend not in backends:
-            raise UsageError(
-                f"unknown torch.compile backend {args.compile_backend!r}; the usual ones are "
-                f"inductor (the default), aot_eager and eager; all: {', '.join(backends)}"
-            )
+        # Validates the arguments, the backend, and builds the variant once: no check runs yet.
+        results = testing.iter_checks(
+            cls, arguments, skip=args.skip or (), compile_backend=args.compile_backend
+        )
+        built_with = testing.build_arguments(cls, arguments)
+    except (TypeError, ValueError) as error:  # VariantBuildError is a ValueError
+        raise _UsageError(str(error)) from error
     print(textwrap.fill(f"checking {args.name}: {cls.summary}", width=_width()))
     print(f"  {'class:':<10} {cls.__module__}.{cls.__qualname__}")
-    print(f"  {'plugin:':<10} {_describe_plugin(cls.plugin)}")
-    shown = ", ".join(f"{k}={v!r}" for k, v in report.arguments.items()) or "none"
+    print(f"  {'from:':<10} {_describe_plugin(cls.plugin)}")
     print(
         textwrap.fill(
-            shown,
+            ", ".join(f"{k}={v!r}" for k, v in built_with.items()) or "none",
             width=_width(),
             initial_indent=f"  {'arguments:':<10} ",
             subsequent_indent=" " * 13,
@@ -272,44 +267,24 @@ def _check(args: argparse.Namespace) -> int:
         )
     )
     print()
-    marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
-    name_width = max(len(check.name) for check in testing.CHECKS)
-    results = []
-    for check in testing.CHECKS:
-        result = testing.check_variant(
-            cls,
-            arguments,
-            checks=[check.name],
-            skip=args.skip or (),
-            compile_backend=args.compile_backend,
-        ).results[0]
-        results.append(result)
-        detail = result.message.removeprefix(f"{result.check}: ")
-        prefix = f"  {marks[result.outcome.value]}  {result.check:<{name_width}}  "
-        print(
-            textwrap.fill(
-                detail,
-                width=max(_width(), len(prefix) + 30),
-                initial_indent=prefix,
-                subsequent_indent=" " * len(prefix),
-            ),
-            flush=True,
-        )
-    failed = [result.check for result in results if result.failed]
-    counts = {outcome: sum(r.outcome.value == outcome for r in results) for outcome in marks}
+    done = []
+    for result in results:
+        print(result.format(width=_width()), flush=True)
+        done.append(result)
+    report = testing.ConformanceReport(args.name, cls, built_with, tuple(done))
     print()
-    print(", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
-    if failed:
-        print(f"{args.name} failed: {', '.join(failed)}")
-        return EXIT_FAILED
+    print(report.summary())
+    if not report.ok:
+        print(f"{args.name} failed: {', '.join(result.check for result in report.failures)}")
+        return _EXIT_FAILED
     print(f"{args.name} passed every check that applies.")
-    return EXIT_OK
+    return _EXIT_OK
 
 
 def _bench_unavailable(error: ImportError) -> Callable[[argparse.Namespace], int]:
     def unavailable(args: argparse.Namespace) -> int:
         _error("bench", f"attnkit bench is not available: cannot import attnkit.bench ({error})")
-        return EXIT_FAILED
+        return _EXIT_FAILED
 
     return unavailable
 
@@ -328,7 +303,7 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
+def _build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
     """The ``attnkit`` argument parser.
 
     Args:
@@ -340,7 +315,7 @@ def build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=_PROG,
         description="List, inspect and check attnkit attention variants and plugins.",
         epilog=(
             "exit status: 0 success, 1 a check failed, 2 bad usage.\n\nenvironment:\n"
@@ -406,7 +381,7 @@ def build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
         help="run the conformance checks on a variant",
         description=_fill(
             "Build the variant from the standard sizes "
-            f"({', '.join(f'{k}={v!r}' for k, v in testing.DEFAULT_ARGUMENTS.items())}; "
+            f"({', '.join(f'{k}={v!r}' for k, v in STANDARD_SIZES.items())}; "
             "each variant takes those it accepts) and the --arg values, and run every check "
             "of attnkit.testing on it. A check that does not apply is skipped, with the "
             "reason. Exit status 1 if any check fails."
@@ -440,8 +415,7 @@ def build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
     check.add_argument(
         "--skip",
         action="append",
-        choices=[c.name for c in testing.CHECKS],
-        metavar="CHECK",
+        metavar="CHECK",  # the kit checks the name, suggesting a close one
         help="report this check as skipped without running it, repeatable",
     )
     check.add_argument(
@@ -473,8 +447,8 @@ def build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
 def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
     for warning in caught:
         if issubclass(warning.category, PluginLoadWarning):
-            message = str(warning.message).removeprefix(f"{PROG}: ")
-            print(f"{PROG}: warning: {message}", file=sys.stderr)
+            message = str(warning.message).removeprefix(f"{_PROG}: ")
+            print(f"{_PROG}: warning: {message}", file=sys.stderr)
         else:
             warnings.showwarning(
                 warning.message, warning.category, warning.filename, warning.lineno
@@ -482,7 +456,26 @@ def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``attnkit`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""  # noqa: E501
+    """Run the ``attnkit`` command with ``argv`` and return its exit status.
+
+    Output goes to ``sys.stdout`` and errors to ``sys.stderr``, as in a shell;
+    nothing raises ``SystemExit``, not even ``--help`` or a usage error, so a
+    program or a test can call it in-process.
+
+    Args:
+        argv: The arguments after ``attnkit``; by default ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 1 when a check fails (or, in strict mode, a plugin fails
+        to load), 2 for bad usage.
+
+    Examples:
+        >>> status = main(["list", "causal"])  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+        name    stage  causal  plugin          summary
+        causal  3      yes     attnkit.causal  ...
+        >>> status
+        0
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     bench = _command(argv) == "bench"
     if bench:
@@ -490,11 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             importlib.import_module("attnkit.bench")
         except ImportError as error:  # its options cannot be parsed without it
             return _bench_unavailable(error)(argparse.Namespace())
-    parser = build_parser(bench=bench)
+    parser = _build_parser(bench=bench)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, --version, or a usage error argparse reported
-        return int(exit.code or 0) if not isinstance(exit.code, str) else EXIT_USAGE
+        return int(exit.code or 0) if not isinstance(exit.code, str) else _EXIT_USAGE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PluginLoadWarning)
         try:
@@ -503,15 +496,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _report_warnings(caught)
             traceback.print_exception(error, file=sys.stderr)
             _error(None, str(error))
-            return EXIT_FAILED
+            return _EXIT_FAILED
     _report_warnings(caught)
     try:
         return args.handler(args)
     except UnknownVariantError as error:
         _error(args.command, str(error))
-    except UsageError as error:
+    except _UsageError as error:
         _error(args.command, str(error))
     except BrokenPipeError:  # the reader went away, as with `attnkit list | head -1`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return EXIT_OK
-    return EXIT_USAGE
+        return _EXIT_OK
+    return _EXIT_USAGE

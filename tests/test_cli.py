@@ -1,8 +1,12 @@
-"""The ``attnkit`` command, run as a subprocess: each command, its help, its errors, exit codes.
+"""The ``attnkit`` command: each command, its help, its errors, exit codes.
 
 Exit status: 0 success, 1 a failed check (or a plugin failing in strict mode),
-2 bad usage. Plugins that fail are installed from ``tests/distributions/`` by
-putting their folder on ``PYTHONPATH``.
+2 bad usage. The command runs in-process, through `attnkit.cli.main`, as a fresh
+process would run it: 80 columns, no ``ATTNKIT_*`` variables, and plugins loaded
+anew, the test process's registry put back afterwards. Plugins that fail are
+installed from ``tests/distributions/`` by putting their folder on ``sys.path``.
+A few smoke tests at the end run the real thing, ``python -m attnkit`` and the
+console script, as subprocesses.
 """
 
 from __future__ import annotations
@@ -12,39 +16,63 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 import attnkit
-from attnkit.cli import parse_value
+from attnkit import registry
+from attnkit._arguments import STANDARD_SIZES
+from attnkit.cli import _parse_value, main
 from attnkit.testing import CHECKS
 
 DISTRIBUTIONS = Path(__file__).parent / "distributions"
-BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+FIXTURE_MODULES = ("attnkit_test_", "attnkit_missing_dependency")
 
 
-def attnkit_command(
-    *args: str, folders: tuple[str, ...] = (), command: list[str] | None = None, **env: str
-) -> subprocess.CompletedProcess:
-    """Run ``python -m attnkit ARGS`` in an 80-column terminal, without ATTNKIT_* variables."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATTNKIT_")}
-    environment["COLUMNS"] = "80"
-    environment["PYTHONPATH"] = os.pathsep.join(str(DISTRIBUTIONS / f) for f in folders)
-    return subprocess.run(
-        [*(command or [sys.executable, "-m", "attnkit"]), *args],
-        capture_output=True,
-        text=True,
-        env={**environment, **env},
-        check=False,
-        timeout=600,
-    )
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def attnkit_command(monkeypatch, capsys):
+    """``attnkit_command(*args, folders=(), **env)`` runs ``attnkit ARGS`` in-process.
+
+    Each call starts from an unloaded registry, so that plugins load (and report
+    their failures) inside the command, as in a fresh process; ``folders`` from
+    ``tests/distributions/`` are installed and ``env`` set first. Everything is
+    undone afterwards.
+    """
+    for name in [name for name in os.environ if name.startswith("ATTNKIT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def run(*args: str, folders: tuple[str, ...] = (), **env: str) -> Result:
+        for folder in folders:
+            monkeypatch.syspath_prepend(str(DISTRIBUTIONS / folder))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(registry, "_registry", None)  # as in a fresh process
+        capsys.readouterr()
+        status = main(list(args))
+        out, err = capsys.readouterr()
+        return Result(status, out, err)
+
+    yield run
+    for module in [m for m in sys.modules if m.startswith(FIXTURE_MODULES)]:
+        del sys.modules[module]
 
 
 def assert_fits_80_columns(text: str) -> None:
     long = [line for line in text.splitlines() if len(line) > 80]
     assert not long, f"lines wider than 80 columns: {long}"
+
+
+def standard_sizes(*names: str) -> str:
+    return ", ".join(f"{name}={STANDARD_SIZES[name]!r}" for name in names)
 
 
 # --- Help and usage ----------------------------------------------------------------------
@@ -62,7 +90,7 @@ def assert_fits_80_columns(text: str) -> None:
     ],
     ids=["attnkit", "list", "show", "plugins", "check", "bench"],
 )
-def test_help(args, usage):
+def test_help(attnkit_command, args, usage):
     result = attnkit_command(*args, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(usage)
@@ -77,13 +105,12 @@ def test_help(args, usage):
     if args == ["check"]:
         for check in CHECKS:  # every check is listed with its rule
             assert re.search(rf"^  {check.name} +\S", result.stdout, flags=re.MULTILINE)
+        sizes = standard_sizes(*STANDARD_SIZES)  # the sizes variants are built with
+        assert sizes in " ".join(result.stdout.split())
 
 
-def test_version_from_the_console_script():
-    script = shutil.which("attnkit", path=str(Path(sys.executable).parent))
-    if script is None:
-        pytest.skip("the attnkit console script is not installed; make install installs it")
-    result = attnkit_command("--version", command=[script])
+def test_version(attnkit_command):
+    result = attnkit_command("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"attnkit {attnkit.__version__}\n"
 
@@ -115,8 +142,8 @@ def test_version_from_the_console_script():
         ),
         (
             ["check", "causal", "--arg", "drop_out=0.1"],
-            "attnkit check: error: causal does not take an argument 'drop_out' (did you mean "
-            "'dropout'?); it accepts: d_in, d_out, context_length, dropout=0.0",
+            "attnkit check: error: causal: unexpected keyword argument 'drop_out' (did you mean "
+            "'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0",
         ),
         (
             ["check", "causal", "--arg", "d_in=4", "--arg", "d_in=5"],
@@ -124,9 +151,7 @@ def test_version_from_the_console_script():
         ),
         (
             ["check", "causal", "--arg", "d_in=abc"],
-            "attnkit check: error: cannot build causal(d_in='abc'): CausalAttention(d_in='abc', "
-            "d_out=8, context_length=8, dropout=0.0) raised ValueError: CausalAttention: d_in "
-            "must be a positive integer, got 'abc'",
+            "attnkit check: error: cannot build causal(d_in='abc'): CausalAttention(d_in='abc', ",
         ),
         (
             ["check", "multihead", "--arg", "num_heads=3"],
@@ -138,23 +163,41 @@ def test_version_from_the_console_script():
             "inductor (the default), aot_eager and eager; all: ",
         ),
         (
+            ["check", "causal", "--compile-backend", "inductr"],
+            "attnkit check: error: unknown torch.compile backend 'inductr'; did you mean "
+            "'inductor'?; the usual ones are",
+        ),
+        (
             ["check", "causal", "--skip", "causalty"],
-            "attnkit check: error: argument --skip: invalid choice: 'causalty'",
+            "attnkit check: error: unknown check 'causalty' in skip; did you mean 'causality'? "
+            "Checks: batched_shape, ",
         ),
     ],
     ids=lambda value: " ".join(value) or "no-command" if isinstance(value, list) else "",
 )
-def test_bad_usage_exits_2_with_a_message(args, message):
+def test_bad_usage_exits_2_with_a_message(attnkit_command, args, message):
     result = attnkit_command(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_a_skipped_compile_check_needs_no_known_backend(attnkit_command):
+    result = attnkit_command(
+        "check", "simple", "--skip", "compile", "--compile-backend", "nope", "--skip", "to_device"
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  SKIP  compile +skipped on request$", result.stdout, re.M)
 
 
 # --- list, show, plugins ------------------------------------------------------------------
 
 
-def test_list_prints_a_table_that_fits_80_columns():
+BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+
+
+def test_list_prints_a_table_that_fits_80_columns(attnkit_command):
     result = attnkit_command("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -168,7 +211,7 @@ def test_list_prints_a_table_that_fits_80_columns():
     assert_fits_80_columns(result.stdout)
 
 
-def test_list_filters_by_pattern():
+def test_list_filters_by_pattern(attnkit_command):
     result = attnkit_command("list", "multihead*")
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
@@ -176,14 +219,14 @@ def test_list_filters_by_pattern():
     assert "  Efficient causal multi-h" in result.stdout  # summaries are cut to fit
 
 
-def test_list_says_when_nothing_matches():
+def test_list_says_when_nothing_matches(attnkit_command):
     result = attnkit_command("list", "zzz*")
     assert result.returncode == 0
     assert result.stdout == ""
     assert result.stderr.startswith("no variant matches 'zzz*'; variants: causal, multihead")
 
 
-def test_show_a_builtin():
+def test_show_a_builtin(attnkit_command):
     result = attnkit_command("show", "multihead")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -195,24 +238,40 @@ def test_show_a_builtin():
     assert "  class:   attnkit_builtins.multihead.MultiHeadAttention\n" in out
     assert "  stage:   4\n  causal:  yes\n" in out
     assert (
-        f"  plugin:  attnkit.multihead (distribution attnkit {attnkit.__version__}, built in)"
-        in out
+        f"  from:    plugin 'attnkit.multihead' (distribution attnkit {attnkit.__version__}), "
+        f"built in\n" in out
     )
     assert re.search(r"^  d_in +int +required$", out, flags=re.MULTILINE)
     assert re.search(r"^  dropout +float +0\.0$", out, flags=re.MULTILINE)
     assert re.search(r"^  num_heads +int +required \(keyword-only\)$", out, flags=re.MULTILINE)
 
 
-def test_show_a_third_party_variant_with_its_version():
+def test_show_a_third_party_variant_with_its_version(attnkit_command):
     result = attnkit_command("show", "window")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("window: Sliding-window causal attention")
-    assert "  plugin:  window (distribution attnkit-window 0.1.0)\n" in result.stdout
+    assert "  from:    plugin 'window' (distribution attnkit-window 0.1.0)\n" in result.stdout
     assert re.search(r"^  window +int +4$", result.stdout, flags=re.MULTILINE)
     assert re.search(r"^  num_heads +int +1$", result.stdout, flags=re.MULTILINE)
 
 
-def test_plugins_lists_each_plugin_with_its_distribution_and_version():
+def test_show_a_variant_registered_in_process(attnkit_command, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "_registry", None)  # a fresh registry, put back after
+
+    @attnkit.register
+    class Local(attnkit.get_variant("simple")):
+        """A variant defined in a notebook."""
+
+        name = "local_simple"
+
+    capsys.readouterr()
+    assert main(["show", "local_simple"]) == 0  # the same program calls the command
+    out = capsys.readouterr().out
+    assert out.startswith("local_simple: A variant defined in a notebook.")
+    assert "  from:    plugin 'local', registered in-process\n" in out
+
+
+def test_plugins_lists_each_plugin_with_its_distribution_and_version(attnkit_command):
     result = attnkit_command("plugins")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -225,16 +284,19 @@ def test_plugins_lists_each_plugin_with_its_distribution_and_version():
     assert_fits_80_columns(result.stdout)
 
 
-def test_plugins_reports_load_errors_and_the_rest_still_load():
+def test_plugins_reports_load_errors_and_the_rest_still_load(attnkit_command):
     result = attnkit_command("plugins", folders=("import_error", "hook_error", "good"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"^good +attnkit-test-good 1\.0 +uniform_good$", out, re.M)
     assert re.search(r"^import_error +attnkit-test-import-error 1\.0 +failed to load", out, re.M)
     errors = " ".join(out[out.index("load errors:") :].split())
-    assert "import_error (distribution attnkit-test-import-error 1.0):" in errors
+    assert "plugin 'import_error' (distribution attnkit-test-import-error 1.0):" in errors
     assert "ModuleNotFoundError: No module named 'attnkit_missing_dependency'" in errors
-    assert "hook_error (distribution attnkit-test-hook-error 2.0): RuntimeError: the hook" in errors
+    assert (
+        "plugin 'hook_error' (distribution attnkit-test-hook-error 2.0): RuntimeError: the hook"
+        in errors
+    )
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2
     assert warnings[0].startswith(
@@ -247,14 +309,14 @@ def test_plugins_reports_load_errors_and_the_rest_still_load():
     )
 
 
-def test_attnkit_plugins_honours_the_selection_variable():
+def test_attnkit_plugins_honours_the_selection_variable(attnkit_command):
     result = attnkit_command("plugins", folders=("good",), ATTNKIT_PLUGINS="")
     assert result.returncode == 0, result.stderr
     assert "window" not in result.stdout and "uniform_good" not in result.stdout
     assert "ATTNKIT_PLUGINS='': third-party plugins from none only" in result.stdout
 
 
-def test_strict_mode_makes_a_broken_plugin_an_error():
+def test_strict_mode_makes_a_broken_plugin_an_error(attnkit_command):
     result = attnkit_command("list", folders=("import_error",), ATTNKIT_STRICT_PLUGINS="1")
     assert result.returncode == 1
     assert result.stdout == ""
@@ -269,18 +331,29 @@ def test_strict_mode_makes_a_broken_plugin_an_error():
 # --- check ---------------------------------------------------------------------------------
 
 
-def test_check_passes_the_example_plugin():
-    result = attnkit_command("check", "window", "--arg", "window=2", "--arg", "qkv_bias=true")
+def test_check_passes_the_example_plugin(attnkit_command, one_thread):
+    result = attnkit_command(
+        "check",
+        "window",
+        "--arg",
+        "window=2",
+        "--arg",
+        "qkv_bias=true",
+        "--compile-backend",  # inductor is the kit's tests' business; this is about the output
+        "aot_eager",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.startswith("checking window: Sliding-window causal attention")
-    assert "  plugin:    window (distribution attnkit-window 0.1.0)\n" in out
-    assert (
-        "  arguments: d_in=8, d_out=8, context_length=8, num_heads=2, dropout=0.0,\n"
-        "             window=2, qkv_bias=True\n"
-    ) in out
+    assert "  class:     attnkit_window." in out
+    assert "  from:      plugin 'window' (distribution attnkit-window 0.1.0)\n" in out
+    block = re.search(r"^  arguments: (.*(\n {13}\S.*)*)$", out, re.M)
+    assert block, out
+    sizes = standard_sizes("d_in", "d_out", "context_length", "num_heads", "dropout")
+    assert " ".join(block.group(1).split()) == f"{sizes}, window=2, qkv_bias=True"
     for check in CHECKS:
         assert re.search(rf"^  PASS  {check.name} ", out, re.M), check.name
+    assert "compiled with fullgraph=True (backend 'aot_eager')" in " ".join(out.split())
     assert f"{len(CHECKS)} passed, 0 failed, 0 skipped\n" in out
     assert out.endswith("window passed every check that applies.\n")
     assert_fits_80_columns(out)
@@ -302,7 +375,9 @@ def test_check_passes_the_example_plugin():
     ],
     ids=["lookahead", "unnormalised"],
 )
-def test_check_fails_a_variant_that_breaks_a_rule(variant, check, message):
+def test_check_fails_a_variant_that_breaks_a_rule(
+    attnkit_command, one_thread, variant, check, message
+):
     result = attnkit_command("check", variant, "--skip", "compile", folders=("broken",))
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout
@@ -311,9 +386,10 @@ def test_check_fails_a_variant_that_breaks_a_rule(variant, check, message):
     assert message in " ".join(failed.group(1).split())
     assert re.search(r"^  SKIP  compile +skipped on request$", out, re.M)
     assert out.rstrip().splitlines()[-1] == f"{variant} failed: {check}"
+    assert_fits_80_columns(out)
 
 
-def test_a_plugin_that_fails_to_import_leaves_the_others_usable():
+def test_a_plugin_that_fails_to_import_leaves_the_others_usable(attnkit_command, one_thread):
     result = attnkit_command(
         "check", "uniform_good", "--skip", "compile", folders=("import_error", "good")
     )
@@ -322,30 +398,52 @@ def test_a_plugin_that_fails_to_import_leaves_the_others_usable():
     assert "uniform_good passed every check that applies." in result.stdout
 
 
+def test_check_prints_each_result_from_the_kit_as_it_arrives(attnkit_command, monkeypatch):
+    """One iterator, consumed lazily: each result is on stdout, in the kit's format, before
+    the next check runs."""
+    from attnkit import testing
+
+    calls, printed = [], []
+    iter_checks = testing.iter_checks
+
+    def recording(*args, **kwargs):
+        calls.append(args)
+        for result in iter_checks(*args, **kwargs):
+            yield result
+            printed.append((result, sys.stdout.getvalue()))  # the command took it; next check
+
+    monkeypatch.setattr(testing, "iter_checks", recording)
+    skipped = ["compile", "to_device", "bfloat16", "gradients"]
+    result = attnkit_command("check", "simple", *(f"--skip={name}" for name in skipped))
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1, "the command asks the kit once, for every check"
+    assert [r.check for r, _ in printed] == [check.name for check in CHECKS]
+    for check_result, output_so_far in printed:
+        assert output_so_far.endswith(check_result.format(width=80) + "\n")
+
+
 # --- bench is wired lazily ------------------------------------------------------------------
 
 
-def test_bench_is_imported_only_for_bench_and_its_absence_breaks_nothing_else():
-    code = textwrap.dedent(
-        """
-        import sys
-        from attnkit.cli import main
-        print("list", main(["list", "causal"]))
-        print("bench imported", "attnkit.bench" in sys.modules)
-        sys.modules["attnkit.bench"] = None  # as if the module were missing
-        print("bench", main(["bench", "--quick"]))
-        print("show", main(["show", "causal"]))
-        """
+def test_bench_is_imported_only_for_bench(attnkit_command, monkeypatch):
+    for module in [m for m in sys.modules if m.split(".")[:2] == ["attnkit", "bench"]]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.delattr(attnkit, "bench", raising=False)
+    assert attnkit_command("list", "causal").returncode == 0
+    assert attnkit_command("check", "--help").returncode == 0
+    assert "attnkit.bench" not in sys.modules
+
+
+def test_without_attnkit_bench_only_bench_is_unavailable(attnkit_command, monkeypatch):
+    monkeypatch.setitem(sys.modules, "attnkit.bench", None)  # as if the module were missing
+    monkeypatch.delattr(attnkit, "bench", raising=False)
+    result = attnkit_command("bench", "--quick")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "attnkit bench: error: attnkit bench is not available: cannot import attnkit.bench"
     )
-    result = attnkit_command(command=[sys.executable, "-c", code])
-    assert result.returncode == 0, result.stderr
-    statuses = [
-        line for line in result.stdout.splitlines() if line.startswith(("list ", "bench", "show "))
-    ]
-    assert statuses == ["list 0", "bench imported False", "bench 1", "show 0"]
-    assert "attnkit bench: error: attnkit bench is not available: cannot import attnkit.bench" in (
-        result.stderr
-    )
+    assert attnkit_command("show", "causal").returncode == 0
+    assert attnkit_command("check", "--help").returncode == 0
 
 
 # --- Reading --arg values -----------------------------------------------------------------
@@ -368,5 +466,55 @@ def test_bench_is_imported_only_for_bench_and_its_absence_breaks_nothing_else():
     ],
 )
 def test_parse_value(text, value):
-    parsed = parse_value(text)
+    parsed = _parse_value(text)
     assert parsed == value and type(parsed) is type(value)
+
+
+# --- Smoke tests: the real command, in a process of its own ----------------------------------
+
+
+def run_attnkit(
+    *args: str, command: list[str] | None = None, folders: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Run ``python -m attnkit ARGS`` (or ``command``) in an 80-column terminal."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATTNKIT_")}
+    environment["COLUMNS"] = "80"
+    environment["PYTHONPATH"] = os.pathsep.join(str(DISTRIBUTIONS / f) for f in folders)
+    return subprocess.run(
+        [*(command or [sys.executable, "-m", "attnkit"]), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_python_m_attnkit_runs_the_command():
+    result = run_attnkit("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: attnkit [-h] [--version] COMMAND ...")
+
+
+def test_the_console_script_runs_the_command():
+    script = shutil.which("attnkit", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the attnkit console script is not installed; make install installs it")
+    result = run_attnkit("--version", command=[script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"attnkit {attnkit.__version__}\n"
+
+
+def test_a_failed_check_exits_1_from_a_process():
+    result = run_attnkit("check", "lookahead", "--skip", "compile", folders=("broken",))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^  FAIL  causality ", result.stdout, re.M)
+    assert result.stdout.rstrip().splitlines()[-1] == "lookahead failed: causality"
+
+
+def test_bad_usage_exits_2_from_a_process_without_a_traceback():
+    result = run_attnkit("check", "causal", "--arg", "drop_out=0.1")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("attnkit check: error: causal: unexpected keyword argument")
+    assert "Traceback" not in result.stderr

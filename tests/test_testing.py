@@ -1,5 +1,6 @@
-"""The conformance kit, `attnkit.testing`: every registered variant passes it, and each
-check fails, naming its rule, on a variant broken on purpose.
+"""The conformance kit, `attnkit.testing`: every registered variant passes it, each
+check fails, naming its rule, on a variant broken on purpose, and its doors (the
+report, the iterator, the command, pytest) share one way of running and of writing.
 
 The broken variants below are small single-head attentions that each get one
 thing wrong. They are checked as classes, without being registered.
@@ -15,16 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnkit
+import attnkit.testing
+from attnkit._arguments import STANDARD_SIZES
+from attnkit.cli import main
 from attnkit.testing import (
     CHECKS,
-    DEFAULT_ARGUMENTS,
     CheckResult,
+    ConformanceReport,
     Outcome,
     VariantBuildError,
     VariantSpec,
     build_arguments,
     check_variant,
     compile_support,
+    iter_checks,
     parametrize_with_checks,
 )
 
@@ -615,11 +620,13 @@ def test_the_report_lists_each_result_in_check_order():
     assert report.failures == [report["causality"]]
     assert report.summary() == "2 passed, 1 failed, 0 skipped"
     assert report.variant == "LooksAhead" and report.cls is LooksAhead
-    assert report.arguments == {"d_in": 8, "context_length": 8}
+    sizes = {name: STANDARD_SIZES[name] for name in ("d_in", "context_length")}
+    assert report.arguments == sizes
     lines = str(report).splitlines()
-    assert lines[0] == "LooksAhead: d_in=8, context_length=8"
-    assert lines[1].startswith("  PASS  d_in_validation: ")
-    assert lines[3].startswith("  FAIL  causality: output at position 0 changed")
+    assert lines[0] == f"LooksAhead: d_in={sizes['d_in']}, context_length={sizes['context_length']}"
+    assert lines[1].startswith("  PASS  d_in_validation  an input of width ")
+    assert lines[3].startswith("  FAIL  causality        output at position 0 changed")
+    assert lines[1:-1] == [result.format() for result in report]
     assert lines[-1] == "2 passed, 1 failed, 0 skipped"
     assert all(isinstance(r, CheckResult) and r.seconds >= 0 for r in report)
     with pytest.raises(KeyError, match="no result for check 'compile'; checks that ran: "):
@@ -630,7 +637,8 @@ def test_a_registered_name_is_reported_by_its_name():
     report = check_variant("multihead", {"num_heads": 4}, checks=["batched_shape"])
     assert report.variant == "multihead"
     assert report.arguments["num_heads"] == 4
-    assert str(report).startswith("multihead: d_in=8, d_out=8, context_length=8, num_heads=4")
+    sizes = ", ".join(f"{k}={STANDARD_SIZES[k]}" for k in ("d_in", "d_out", "context_length"))
+    assert str(report).startswith(f"multihead: {sizes}, num_heads=4")
 
 
 def test_checking_leaves_the_random_state_and_the_registry_alone():
@@ -639,6 +647,128 @@ def test_checking_leaves_the_random_state_and_the_registry_alone():
     check_variant(Working, checks=["batched_shape", "determinism", "state_dict"])
     assert torch.equal(torch.get_rng_state(), state)
     assert attnkit.list_variants() == names
+
+
+# --- One iterator of results, one way of writing them --------------------------------------
+
+
+class Counting(Working):
+    """Working, counting its forward passes."""
+
+    forward_calls = 0
+
+    def forward(self, x, need_weights=False):
+        type(self).forward_calls += 1
+        return super().forward(x, need_weights)
+
+
+def test_iter_checks_yields_each_result_lazily_in_check_order():
+    Counting.forward_calls = 0
+    results = iter_checks(Counting, checks=["state_dict", "batched_shape", "determinism"])
+    assert Counting.forward_calls == 0, "validated and built, but no check may run yet"
+    first = next(results)
+    assert isinstance(first, CheckResult) and first.check == "batched_shape" and first.passed
+    after_first = Counting.forward_calls
+    assert after_first > 0
+    assert [result.check for result in results] == ["determinism", "state_dict"]
+    assert Counting.forward_calls > after_first
+
+
+def test_iter_checks_runs_what_check_variant_reports():
+    report = check_variant(LooksAhead, skip=["compile"])
+    results = iter_checks(LooksAhead, skip=["compile"])
+    assert [(r.check, r.outcome, r.message) for r in results] == [
+        (r.check, r.outcome, r.message) for r in report
+    ]
+    assert [r.check for r in report] == [check.name for check in CHECKS]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"variant": "casual"}, attnkit.UnknownVariantError, "did you mean 'causal'"),
+        ({"kwargs": {"drop_out": 0.1}}, TypeError, "unexpected keyword argument 'drop_out'"),
+        ({"checks": ["causalty"]}, ValueError, "unknown check 'causalty'"),
+        ({"kwargs": {"num_heads": 3}, "variant": "multihead"}, VariantBuildError, "cannot build"),
+        ({"compile_backend": "nope"}, ValueError, "unknown torch.compile backend 'nope'"),
+        ({"compile_backend": "inductr"}, ValueError, "did you mean 'inductor'"),
+    ],
+    ids=["variant", "argument", "check", "constructor", "backend", "backend-typo"],
+)
+def test_iter_checks_refuses_before_any_check_runs(arguments, error, message):
+    variant = arguments.pop("variant", "causal")
+    with pytest.raises(error, match=re.escape(message)):
+        iter_checks(variant, **arguments)  # raises here, not at the first result
+
+
+def test_an_unknown_backend_is_no_matter_when_compile_does_not_run():
+    assert check_variant("simple", checks=["batched_shape"], compile_backend="nope").ok
+    report = check_variant("simple", checks=["compile"], skip=["compile"], compile_backend="nope")
+    assert report["compile"].message == "compile: skipped on request"
+
+
+def test_a_result_is_written_on_one_line_or_wrapped_under_its_detail():
+    result = CheckResult(
+        "kv_cache", Outcome.SKIPPED, "kv_cache: the variant does not declare supports_kv_cache"
+    )
+    assert result.detail == "the variant does not declare supports_kv_cache"
+    line = result.format()
+    indent = line.index("the variant")
+    assert line == "  SKIP  kv_cache".ljust(indent) + result.detail
+    assert indent == len("  SKIP  ") + max(len(check.name) for check in CHECKS) + 2
+    wrapped = result.format(width=indent + 20).splitlines()
+    assert len(wrapped) > 1
+    assert wrapped[0].startswith(line[: indent + len("the")])
+    assert all(line[:indent].isspace() and not line[indent].isspace() for line in wrapped[1:])
+    assert " ".join(" ".join(wrapped).split()) == " ".join(line.split())
+    assert max(len(line) for line in wrapped) <= indent + 30, "the detail keeps 30 columns"
+    assert CheckResult("x", Outcome.PASSED, "x: fine").format().startswith("  PASS  x ")
+    assert CheckResult("x", Outcome.FAILED, "x: broken").format().startswith("  FAIL  x ")
+
+
+def test_the_command_writes_results_as_the_report_does(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: one line per result
+    skip = ["compile", "to_device"]
+    report = check_variant("causal", skip=skip)
+    capsys.readouterr()
+    assert main(["check", "causal", *(f"--skip={name}" for name in skip)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    lines = str(report).splitlines()
+    start = printed.index(lines[1])
+    assert printed[start : start + len(report.results)] == lines[1:-1]
+    assert printed[start + len(report.results) + 1] == lines[-1] == report.summary()
+
+
+def test_a_report_writes_wrapped_results_on_request():
+    report = ConformanceReport(
+        "x", Working, {}, (CheckResult("causality", Outcome.PASSED, "causality: " + "ok " * 40),)
+    )
+    assert str(report) == report.format()
+    assert report.format().splitlines()[0] == "x: no arguments"
+    assert report.format(width=60).splitlines()[1:-1] == report.results[0].format(60).splitlines()
+
+
+def test_the_kit_exports_its_names_from_private_modules():
+    assert sorted(attnkit.testing.__all__) == sorted(
+        [
+            "CHECKS",
+            "Check",
+            "CheckResult",
+            "ConformanceReport",
+            "Outcome",
+            "VariantBuildError",
+            "VariantSpec",
+            "build_arguments",
+            "check_variant",
+            "compile_support",
+            "iter_checks",
+            "parametrize_with_checks",
+        ]
+    )
+    for name in attnkit.testing.__all__:
+        module = getattr(getattr(attnkit.testing, name), "__module__", "attnkit.testing._")
+        assert module.startswith("attnkit.testing._"), (name, module)
+    assert "DEFAULT_ARGUMENTS" not in vars(attnkit.testing)
 
 
 # --- Building variants ---------------------------------------------------------------------
@@ -652,29 +782,29 @@ class NeedsWidth(Working):
         self.chosen_width = width
 
 
-def test_build_arguments_take_the_defaults_a_constructor_accepts_and_the_overrides():
+def test_build_arguments_take_the_sizes_a_constructor_accepts_and_the_overrides():
     assert build_arguments("causal") == {
-        k: DEFAULT_ARGUMENTS[k] for k in ("d_in", "d_out", "context_length", "dropout")
+        k: STANDARD_SIZES[k] for k in ("d_in", "d_out", "context_length", "dropout")
     }
     assert build_arguments("causal", {"d_in": 4, "qkv_bias": True})["d_in"] == 4
-    assert build_arguments(NeedsWidth, {"width": 3}) == {"d_in": 8, "width": 3}
+    assert build_arguments(NeedsWidth, {"width": 3}) == {"d_in": STANDARD_SIZES["d_in"], "width": 3}
 
 
 def test_an_unaccepted_argument_is_refused_with_a_suggestion():
     with pytest.raises(TypeError) as error:
         check_variant("causal", {"drop_out": 0.1})
     assert str(error.value).startswith(
-        "causal does not take an argument 'drop_out' (did you mean 'dropout'?); it accepts: "
-        "d_in, d_out, context_length, dropout=0.0"
+        "causal: unexpected keyword argument 'drop_out' (did you mean 'dropout'?). causal "
+        "accepts: d_in, d_out, context_length, dropout=0.0"
     )
 
 
 def test_a_required_argument_without_a_default_must_be_given():
     with pytest.raises(TypeError) as error:
         check_variant(NeedsWidth)
-    assert str(error.value).startswith(
-        "NeedsWidth requires 'width', which the kit has no default for; pass a value "
-        "(attnkit check: --arg width=VALUE). It accepts: d_in=8, width"
+    assert str(error.value) == (
+        "NeedsWidth: missing required argument 'width', which the kit has no size for; pass it "
+        "(attnkit check: --arg width=VALUE). NeedsWidth accepts: d_in=8, width"
     )
     assert check_variant(NeedsWidth, {"width": 2}, checks=["batched_shape"]).ok
 
@@ -682,10 +812,11 @@ def test_a_required_argument_without_a_default_must_be_given():
 def test_a_constructor_that_raises_is_reported_before_any_check():
     with pytest.raises(VariantBuildError) as error:
         check_variant("multihead", {"num_heads": 3})
+    arguments = build_arguments("multihead", {"num_heads": 3})
     assert str(error.value).startswith(
-        "cannot build multihead(num_heads=3): MultiHeadAttention(d_in=8, d_out=8, "
-        "context_length=8, num_heads=3, dropout=0.0) raised ValueError: MultiHeadAttention: "
-        "d_out (8) must be divisible by num_heads (3)"
+        f"cannot build multihead(num_heads=3): MultiHeadAttention("
+        f"{', '.join(f'{k}={v!r}' for k, v in arguments.items())}) raised ValueError: "
+        f"MultiHeadAttention: d_out ({arguments['d_out']}) must be divisible by num_heads (3)"
     )
     assert isinstance(error.value.__cause__, ValueError)
 
@@ -733,6 +864,14 @@ def test_a_check_from_parametrize_with_checks_fails_passes_or_skips_the_test():
         check(variant)
     variant, check = parameters["self_attention-need_weights"]
     assert check(variant).passed
+
+
+def test_a_check_from_parametrize_with_checks_reports_a_constructor_that_raises():
+    mark = parametrize_with_checks([("multihead", {"num_heads": 3})], checks=["batched_shape"])
+    [parameter] = mark.mark.args[1]
+    variant, check = parameter.values
+    with pytest.raises(VariantBuildError, match=r"^cannot build multihead\(num_heads=3\)"):
+        check(variant)
 
 
 def test_parametrize_with_checks_refuses_unknown_check_names():
