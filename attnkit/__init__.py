@@ -13,20 +13,25 @@ Plugins load lazily, the first time the registry is used, not at import.
 from attnkit.cache import KVCache
 from attnkit.errors import (
     AttnkitError,
+    DuplicateKernelError,
     DuplicateVariantError,
     InvalidVariantError,
     PluginError,
     PluginLoadError,
     PluginLoadWarning,
+    UnknownKernelError,
     UnknownVariantError,
 )
 from attnkit.hookspecs import hookimpl
 from attnkit.interface import Attention
+from attnkit.kernel import Kernel
 from attnkit.registry import (
     PluginInfo,
     create,
     create_from_config,
+    get_kernel,
     get_variant,
+    list_kernels,
     list_plugins,
     list_variants,
     plugin_manager,
@@ -42,19 +47,24 @@ __version__ = "0.1.0"
 __all__ = [
     "Attention",
     "AttnkitError",
+    "DuplicateKernelError",
     "DuplicateVariantError",
     "InvalidVariantError",
     "KVCache",
+    "Kernel",
     "PluginError",
     "PluginInfo",
     "PluginLoadError",
     "PluginLoadWarning",
+    "UnknownKernelError",
     "UnknownVariantError",
     "__version__",
     "create",
     "create_from_config",
+    "get_kernel",
     "get_variant",
     "hookimpl",
+    "list_kernels",
     "list_plugins",
     "list_variants",
     "plugin_manager",

@@ -144,7 +144,7 @@ def standard_arguments(
     Examples:
         >>> import attnkit
         >>> standard_arguments(attnkit.get_variant("multihead"), {"num_heads": 4}, caller="kit")
-        {'d_in': 8, 'd_out': 8, 'context_length': 16, 'dropout': 0.0, 'num_heads': 4}
+        {'d_in': 8, 'd_out': 8, 'context_length': 16, 'num_heads': 4, 'dropout': 0.0}
         >>> standard_arguments(attnkit.get_variant("simple"), caller="kit")
         {}
     """

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "AttnkitError",
+    "DuplicateKernelError",
     "DuplicateVariantError",
     "InvalidVariantError",
     "PluginError",
     "PluginLoadError",
     "PluginLoadWarning",
+    "UnknownKernelError",
     "UnknownVariantError",
 ]
 
@@ -37,8 +39,16 @@ class UnknownVariantError(AttnkitError, KeyError):
         return str(self.args[0])
 
 
+class UnknownKernelError(UnknownVariantError):
+    """No kernel is registered under the requested name (a `KeyError` too)."""
+
+
 class DuplicateVariantError(AttnkitError, ValueError):
     """Two plugins tried to register variants under one name."""
+
+
+class DuplicateKernelError(AttnkitError, ValueError):
+    """Two plugins tried to register kernels under one name."""
 
 
 class InvalidVariantError(AttnkitError, TypeError):

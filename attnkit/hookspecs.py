@@ -2,7 +2,8 @@
 
 A plugin is a module (or any object) with functions marked ``@attnkit.hookimpl``.
 Installed plugins are found through the ``attnkit`` entry-point group; the
-built-in variants are registered by plugins found the same way.
+built-in variants and kernels are registered by plugins found the same way. A
+plugin may implement either hook or both.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Callable
 import pluggy
 
 from attnkit.interface import Attention
+from attnkit.kernel import Kernel
 
-__all__ = ["hookimpl", "hookspec", "register_variants"]
+__all__ = ["hookimpl", "hookspec", "register_kernels", "register_variants"]
 
 hookspec = pluggy.HookspecMarker("attnkit")
 hookimpl = pluggy.HookimplMarker("attnkit")
@@ -42,5 +44,36 @@ def register_variants(register: Callable[[type[Attention]], type[Attention]]) ->
         @attnkit.hookimpl
         def register_variants(register):
             register(MyAttention)
+        ```
+    """
+
+
+@hookspec
+def register_kernels(register: Callable[[Kernel], Kernel]) -> None:
+    """Register attention kernels: call ``register(attnkit.Kernel(name, function))`` for each.
+
+    A kernel is the computation a variant hands its queries, keys, values and
+    mask to (see `attnkit.Kernel` for the arguments it takes and returns).
+    Variants choose one by name with their ``kernel=`` argument.
+
+    Args:
+        register: Adds one `attnkit.Kernel` to the registry under its ``name``. It
+            raises `attnkit.DuplicateKernelError` if the name is taken.
+
+    Examples:
+        A plugin module registering one kernel:
+
+        ```python
+        import attnkit
+
+        def my_kernel(query, key, value, *, mask, scale, dropout_p, training,
+                      need_weights, **options):
+            \"\"\"Attention computed my way.\"\"\"
+            ...
+            return context, None
+
+        @attnkit.hookimpl
+        def register_kernels(register):
+            register(attnkit.Kernel("mine", my_kernel))
         ```
     """

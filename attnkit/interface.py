@@ -30,12 +30,22 @@ from torch import nn
 from attnkit.cache import KVCache
 
 __all__ = [
+    "CAPABILITIES",
     "Attention",
     "check_dropout",
     "check_flag",
     "check_positive_int",
     "ignore_saved_mask",
 ]
+
+
+CAPABILITIES: dict[str, str] = {
+    "attention_mask": "forward(x, attention_mask=...) hides padding tokens",
+    "position_ids": "forward(x, position_ids=...) sets the positions of the tokens",
+    "kv_cache": "forward(x, cache=KVCache()) takes only the new tokens",
+    "weights": "forward(x, need_weights=True) also returns the attention weights",
+}
+"""What a variant can declare in ``capabilities``, and what each one means."""
 
 
 class Attention(nn.Module):
@@ -54,9 +64,14 @@ class Attention(nn.Module):
             for other variants.
         causal: Whether position ``t`` only attends to positions ``<= t``. The
             conformance checks hold every variant that claims this to it.
-        supports_kv_cache: Whether ``forward`` accepts ``cache=`` (an
-            `attnkit.KVCache`) and then takes only the new tokens; an optional
-            capability for causal variants, which makes generation fast.
+        capabilities: Which optional arguments ``forward`` supports, from
+            `CAPABILITIES`: ``"attention_mask"``, ``"position_ids"``, ``"kv_cache"``
+            and ``"weights"`` (the default is ``{"weights"}``). The base class
+            refuses an argument whose capability is not declared, naming the
+            variant and the capability, and the conformance kit checks every
+            declared one.
+        supports_kv_cache: ``"kv_cache" in capabilities``; kept in step with it.
+            (Setting ``supports_kv_cache = True`` alone declares the capability.)
         plugin: The plugin that registered the variant; set by the registry.
         d_in: Width of the input embeddings, or ``None`` if any width is accepted.
         d_out: Width of each head's context vectors, or ``None`` if it equals ``d_in``.
@@ -67,6 +82,7 @@ class Attention(nn.Module):
     summary: ClassVar[str] = ""
     stage: ClassVar[int | None] = None
     causal: ClassVar[bool] = False
+    capabilities: ClassVar[frozenset[str]] = frozenset({"weights"})
     supports_kv_cache: ClassVar[bool] = False
     plugin: ClassVar[str | None] = None
 
@@ -94,26 +110,43 @@ class Attention(nn.Module):
         super().__init_subclass__(**kwargs)
         if "summary" not in cls.__dict__:
             cls.summary = _first_line(cls.__doc__)
+        _settle_capabilities(cls)
         forward = cls.__dict__.get("forward")
         if forward is not None and not getattr(forward, "__attnkit_checked__", False):
             cls.forward = _with_input_checks(forward)  # type: ignore[method-assign]
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> Any:
+    def forward(
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Any:
         """Compute context vectors for ``x``.
+
+        A variant's ``forward`` declares only the keyword arguments of the
+        capabilities it has; the base class never passes the others.
 
         Args:
             x: Token embeddings, ``(batch, tokens, d_in)``. (Unbatched input is
                 handled by the base class before this method runs.)
             need_weights: Also return the attention weights.
+            attention_mask: ``(batch, past + tokens)`` booleans, True (or 1) for a
+                real token and False (or 0) for padding, the Hugging Face
+                convention; ``past`` counts the tokens already in ``cache``. The
+                base class checks it and hands the variant a boolean tensor.
+                Padding keys are never attended to; outputs at real tokens do not
+                depend on the padding, and a query with no key left gets zeros.
+            position_ids: ``(batch, tokens)`` integer positions, for variants that
+                encode positions; by default they continue from the cache's length.
+            cache: An `attnkit.KVCache`; ``x`` then holds only the new tokens.
 
         Returns:
             ``context`` of shape ``(batch, tokens, d_out)``; with ``need_weights``,
             the pair ``(context, weights)`` with ``weights`` of shape
-            ``(batch, heads, tokens, tokens)``.
-
-        Variants with ``supports_kv_cache = True`` also take a keyword argument
-        ``cache`` (an `attnkit.KVCache`); ``x`` then holds only the new tokens and
-        the weights have shape ``(batch, heads, tokens, cached + tokens)``.
+            ``(batch, heads, tokens, past + tokens)``.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
@@ -217,12 +250,7 @@ def _check_input(module: Attention, x: object, cache: object = None) -> None:
             raise TypeError(
                 f"{owner}: cache must be an attnkit.KVCache, got {type(cache).__name__}"
             )
-        if not type(module).supports_kv_cache:
-            raise TypeError(
-                f"{owner}: the {module.name!r} variant does not support a KV cache "
-                f"(supports_kv_cache is False); call it without cache="
-            )
-        past = cache.length  # type: ignore[attr-defined]
+        past = cache.length
         if module.context_length is not None and past + tokens > module.context_length:
             raise ValueError(
                 f"{owner}: the cache holds {past} tokens and {tokens} more were given, but "
@@ -240,6 +268,80 @@ def _check_input(module: Attention, x: object, cache: object = None) -> None:
         )
 
 
+_ARGUMENT_CAPABILITY = {
+    "attention_mask": "attention_mask",
+    "position_ids": "position_ids",
+    "cache": "kv_cache",
+}
+
+
+def _check_capabilities(module: Attention, need_weights: object, kwargs: dict[str, Any]) -> None:
+    """Refuse an argument the variant has not declared the capability for."""
+    cls = type(module)
+    if not isinstance(need_weights, bool):
+        raise TypeError(f"{cls.__name__}: need_weights must be True or False, got {need_weights!r}")
+    wanted = [(a, c) for a, c in _ARGUMENT_CAPABILITY.items() if kwargs.get(a) is not None]
+    if need_weights:
+        wanted.append(("need_weights", "weights"))
+    for argument, capability in wanted:
+        if capability not in cls.capabilities:
+            declared = ", ".join(sorted(cls.capabilities)) or "none"
+            raise TypeError(
+                f"{cls.__name__}: the {getattr(cls, 'name', cls.__name__)!r} variant does not "
+                f"support {argument}= (capability {capability!r}; it declares: {declared}); "
+                f"call it without {argument}="
+            )
+
+
+def _check_attention_mask(
+    module: Attention, x: torch.Tensor, mask: object, past: int
+) -> torch.Tensor:
+    """The padding mask as booleans ``(batch, past + tokens)``, checked."""
+    owner = type(module).__name__
+    batch, tokens = x.shape[0], x.shape[1]
+    expected = (batch, past + tokens)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"{owner}: attention_mask must be a tensor of shape {expected}, got "
+            f"{type(mask).__name__}"
+        )
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(
+            f"{owner}: attention_mask must be bool or integer 0/1 (1 = real token, 0 = "
+            f"padding), got dtype {mask.dtype}"
+        )
+    if tuple(mask.shape) != expected:
+        covers = f" (the {past} cached tokens and the {tokens} new ones)" if past else ""
+        raise ValueError(
+            f"{owner}: attention_mask must have shape (batch, past + tokens) = {expected}"
+            f"{covers}, got {tuple(mask.shape)}"
+        )
+    if mask.dtype != torch.bool:
+        if ((mask != 0) & (mask != 1)).any():
+            raise ValueError(
+                f"{owner}: attention_mask must hold only 0 (padding) and 1 (real token), got "
+                f"values {sorted(set(mask.unique().tolist()))[:6]}"
+            )
+        mask = mask != 0
+    return mask.to(x.device)
+
+
+def _check_position_ids(module: Attention, x: torch.Tensor, positions: object) -> torch.Tensor:
+    owner = type(module).__name__
+    expected = (x.shape[0], x.shape[1])
+    if not isinstance(positions, torch.Tensor) or positions.is_floating_point():
+        kind = positions.dtype if isinstance(positions, torch.Tensor) else type(positions).__name__
+        raise TypeError(f"{owner}: position_ids must be an integer tensor, got {kind}")
+    if tuple(positions.shape) != expected:
+        raise ValueError(
+            f"{owner}: position_ids must have shape (batch, tokens) = {expected}, got "
+            f"{tuple(positions.shape)}"
+        )
+    if positions.dtype == torch.bool or (positions < 0).any():
+        raise ValueError(f"{owner}: position_ids must be non-negative integers")
+    return positions.to(x.device)
+
+
 def _drop_batch_axis(result: Any) -> Any:
     if isinstance(result, torch.Tensor):
         return result.squeeze(0)
@@ -248,18 +350,57 @@ def _drop_batch_axis(result: Any) -> Any:
     return result
 
 
+def _settle_capabilities(cls: type[Attention]) -> None:
+    """Keep ``capabilities`` and ``supports_kv_cache`` in step, whichever the class set."""
+    if "capabilities" in cls.__dict__:
+        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.capabilities: unknown {sorted(unknown)}; choose from "
+                f"{', '.join(CAPABILITIES)}"
+            )
+        cls.capabilities = frozenset(cls.capabilities)
+        cls.supports_kv_cache = "kv_cache" in cls.capabilities
+    elif "supports_kv_cache" in cls.__dict__:
+        change = {"kv_cache"}
+        cls.capabilities = (
+            cls.capabilities | change if cls.supports_kv_cache else cls.capabilities - change
+        )
+
+
 def _with_input_checks(forward: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a variant's ``forward`` with the shared checks and unbatched handling."""
 
     @functools.wraps(forward)
-    def checked_forward(self: Attention, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    def checked_forward(
+        self: Attention, x: torch.Tensor, need_weights: bool = False, **kwargs: Any
+    ) -> Any:
         cache = kwargs.get("cache")
         _check_input(self, x, cache)
+        _check_capabilities(self, need_weights, kwargs)
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(0)
+        for argument in ("attention_mask", "position_ids"):
+            value = kwargs.get(argument)
+            if value is None:
+                kwargs.pop(argument, None)
+            elif unbatched and isinstance(value, torch.Tensor) and value.dim() == 1:
+                kwargs[argument] = value.unsqueeze(0)
+        if "attention_mask" in kwargs:
+            past = cache.length if cache is not None else 0
+            kwargs["attention_mask"] = _check_attention_mask(
+                self, x, kwargs["attention_mask"], past
+            )
+        if "position_ids" in kwargs:
+            kwargs["position_ids"] = _check_position_ids(self, x, kwargs["position_ids"])
         if cache is not None:
             cache.claim(self)
-        if x.dim() == 2:
-            return _drop_batch_axis(forward(self, x.unsqueeze(0), *args, **kwargs))
-        return forward(self, x, *args, **kwargs)
+        elif "cache" in kwargs:
+            del kwargs["cache"]
+        if unbatched:
+            return _drop_batch_axis(forward(self, x, need_weights, **kwargs))
+        return forward(self, x, need_weights, **kwargs)
 
     checked_forward.__attnkit_checked__ = True  # type: ignore[attr-defined]
     return checked_forward

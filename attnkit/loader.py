@@ -140,7 +140,7 @@ def report_failure(what: str, stage: str, error: BaseException) -> None:
 
 def report_empty(what: str, why: str) -> None:
     """Tell the author that ``what`` loaded but registered nothing, and ``why``; raise if strict."""
-    message = f"attnkit: {what} loaded but registered no variants: {why}"
+    message = f"attnkit: {what} loaded but registered nothing: {why}"
     if strict():
         raise PluginLoadError(message)
     warnings.warn(message, PluginLoadWarning, stacklevel=5)

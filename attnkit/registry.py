@@ -26,20 +26,25 @@ from attnkit._arguments import (
 )
 from attnkit._suggest import did_you_mean
 from attnkit.errors import (
+    DuplicateKernelError,
     DuplicateVariantError,
     InvalidVariantError,
     PluginError,
+    UnknownKernelError,
     UnknownVariantError,
 )
 from attnkit.interface import Attention
+from attnkit.kernel import Kernel
 
 __all__ = [
     "LOCAL_PLUGIN",
     "PluginInfo",
     "create",
     "create_from_config",
+    "get_kernel",
     "get_plugin",
     "get_variant",
+    "list_kernels",
     "list_plugins",
     "list_variants",
     "plugin_manager",
@@ -67,6 +72,7 @@ class PluginInfo:
         version: That distribution's version, or ``None``.
         builtin: Whether it ships with attnkit.
         variants: The names of the variants it registered.
+        kernels: The names of the kernels it registered.
         error: Why it failed to load, or ``None`` if it loaded.
     """
 
@@ -76,6 +82,7 @@ class PluginInfo:
     builtin: bool = False
     variants: tuple[str, ...] = ()
     error: str | None = None
+    kernels: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """``plugin 'name' (distribution dist 1.0)``, or ``plugin 'name'`` for an in-process one."""
@@ -89,6 +96,7 @@ class _Registry:
         self.manager = pluggy.PluginManager("attnkit")
         self.manager.add_hookspecs(hookspecs)
         self.variants: dict[str, type[Attention]] = {}
+        self.kernels: dict[str, Kernel] = {}
         self.plugins: dict[str, PluginInfo] = {}
         # The plugins whose hooks are running now, innermost last.
         self.loading: list[PluginInfo] = []
@@ -129,33 +137,45 @@ class _Registry:
                 f"plugin names must be unique"
             )
         snapshot = self._snapshot()
-        register = _Registrar(self, info)
+        registrars = {hook: _Registrar(self, info, hook) for hook in _HOOKS}
+        returned: list[object] = []
         self.loading.append(info)
         try:
             self.manager.register(plugin, name=info.name)
             self._check_hooks(plugin, info.name)
             others = [p for p in self.manager.get_plugins() if p is not plugin]
-            call = self.manager.subset_hook_caller("register_variants", remove_plugins=others)
-            returned = call(register=register)
-            register.close()
-            for name, cls in register.staged.items():
+            for hook, register in registrars.items():
+                call = self.manager.subset_hook_caller(hook, remove_plugins=others)
+                returned += call(register=register)
+                register.close()
+            variants = registrars["register_variants"].staged
+            kernels = registrars["register_kernels"].staged
+            for name, cls in variants.items():
                 self._check_free(name, cls, info.name)
-            for name, cls in register.staged.items():
+            for name in kernels:
+                self._check_free_kernel(name, info.name)
+            for name, cls in variants.items():
                 cls.plugin = info.name
                 self.variants[name] = cls
-            self.plugins[info.name] = _replace(info, variants=tuple(register.staged))
+            for name, kernel in kernels.items():
+                self.kernels[name] = _replace(kernel, plugin=info.name)
+            self.plugins[info.name] = _replace(
+                info, variants=tuple(variants), kernels=tuple(kernels)
+            )
         except BaseException:
-            register.close()
+            for register in registrars.values():
+                register.close()
             self._restore(snapshot)
             raise
         finally:
             self.loading.pop()
-        if not register.staged:
+        if not variants and not kernels:
             loader.report_empty(info.describe(), _why_empty(returned))
 
     def _snapshot(self) -> _Snapshot:
         return _Snapshot(
             variants=dict(self.variants),
+            kernels=dict(self.kernels),
             plugins=dict(self.plugins),
             pluggy_plugins=dict(self.manager.list_name_plugin()),
             owners={cls: cls.__dict__.get("plugin", _UNSET) for cls in self.variants.values()},
@@ -171,6 +191,8 @@ class _Registry:
                 cls.plugin = owner
         self.variants.clear()
         self.variants.update(snapshot.variants)
+        self.kernels.clear()
+        self.kernels.update(snapshot.kernels)
         self.plugins.clear()
         self.plugins.update(snapshot.plugins)
         current = dict(self.manager.list_name_plugin())
@@ -185,18 +207,18 @@ class _Registry:
         callers = self.manager.get_hookcallers(plugin) or []
         for caller in callers:
             if not caller.has_spec():
-                hint = did_you_mean(caller.name, ["register_variants"])
+                hint = did_you_mean(caller.name, _HOOKS)
                 hint = f"; {hint}" if hint else ""
                 raise pluggy.PluginValidationError(
                     plugin,
                     f"plugin {plugin_name!r} implements {caller.name!r}, which is not an attnkit "
-                    f"hook{hint} The hooks are: register_variants",
+                    f"hook{hint} The hooks are: {', '.join(_HOOKS)}",
                 )
         if not callers:
             raise pluggy.PluginValidationError(
                 plugin,
                 f"plugin {plugin_name!r} implements no attnkit hook; mark its "
-                f"register_variants function with @attnkit.hookimpl",
+                f"{' or '.join(_HOOKS)} function with @attnkit.hookimpl",
             )
 
     def _check_free(self, name: str, cls: type[Attention], plugin_name: str) -> None:
@@ -207,9 +229,29 @@ class _Registry:
                 f"{_qualname(self.variants[name])}; each name can be registered once"
             )
 
-    def describe_plugin(self, cls: type[Attention]) -> str:
-        info = self.plugins.get(cls.plugin or "")
-        return (info or PluginInfo(str(cls.plugin))).describe()
+    def _check_free_kernel(self, name: str, plugin_name: str) -> None:
+        if name in self.kernels:
+            raise DuplicateKernelError(
+                f"kernel {name!r} from plugin {plugin_name!r} is already registered by "
+                f"{self.describe_plugin(self.kernels[name])}; each name can be registered once"
+            )
+
+    def describe_plugin(self, item: type[Attention] | Kernel) -> str:
+        info = self.plugins.get(item.plugin or "")
+        return (info or PluginInfo(str(item.plugin))).describe()
+
+    def register_local_kernel(self, kernel: Kernel) -> None:
+        name = _validated_kernel_name(kernel)
+        existing = self.kernels.get(name)
+        if existing is not None and existing.plugin != LOCAL_PLUGIN:
+            raise DuplicateKernelError(
+                f"cannot register kernel {name!r}: that name is already registered by "
+                f"{self.describe_plugin(existing)}; choose another name"
+            )
+        self.kernels[name] = _replace(kernel, plugin=LOCAL_PLUGIN)
+        local = self.plugins.get(LOCAL_PLUGIN, PluginInfo(LOCAL_PLUGIN))
+        kernels = (*(k for k in local.kernels if k != name), name)
+        self.plugins[LOCAL_PLUGIN] = _replace(local, kernels=kernels)
 
     def register_local(self, cls: type[Attention]) -> None:
         name = _validated_name(cls)
@@ -247,32 +289,43 @@ class _Registry:
 class _Registrar:
     """The ``register`` callback one plugin's hook receives; usable only while the hook runs."""
 
-    def __init__(self, registry: _Registry, info: PluginInfo) -> None:
+    def __init__(self, registry: _Registry, info: PluginInfo, hook: str) -> None:
         self._registry = registry
         self._info = info
-        self.staged: dict[str, type[Attention]] = {}
+        self._hook = hook
+        self.staged: dict[str, Any] = {}
         self._open = True
 
     def close(self) -> None:
         self._open = False
 
-    def __call__(self, cls: type[Attention]) -> type[Attention]:
+    def __call__(self, item: Any) -> Any:
         if not self._open:
             raise PluginError(
-                f"{self._info.describe()} called its register callback after its "
-                f"register_variants hook returned, so nothing was registered; call register(cls) "
-                f"while the hook runs, or attnkit.register(cls) to add a variant in-process later"
+                f"{self._info.describe()} called its register callback after its {self._hook} "
+                f"hook returned, so nothing was registered; call register(...) while the hook "
+                f"runs, or attnkit.register(...) to add one in-process later"
             )
-        name = _validated_name(cls)
-        if name in self.staged:
-            raise DuplicateVariantError(
-                f"plugin {self._info.name!r} registers two variants named {name!r}: "
-                f"{_qualname(self.staged[name])} and {_qualname(cls)}"
-            )
-        self._registry._check_free(name, cls, self._info.name)
-        self.staged[name] = cls
-        return cls
+        if self._hook == "register_kernels":
+            name = _validated_kernel_name(item)
+            if name in self.staged:
+                raise DuplicateKernelError(
+                    f"plugin {self._info.name!r} registers two kernels named {name!r}"
+                )
+            self._registry._check_free_kernel(name, self._info.name)
+        else:
+            name = _validated_name(item)
+            if name in self.staged:
+                raise DuplicateVariantError(
+                    f"plugin {self._info.name!r} registers two variants named {name!r}: "
+                    f"{_qualname(self.staged[name])} and {_qualname(item)}"
+                )
+            self._registry._check_free(name, item, self._info.name)
+        self.staged[name] = item
+        return item
 
+
+_HOOKS = ("register_variants", "register_kernels")
 
 _UNSET = object()
 
@@ -280,6 +333,7 @@ _UNSET = object()
 @dataclass(frozen=True)
 class _Snapshot:
     variants: dict[str, type[Attention]]
+    kernels: dict[str, Kernel]
     plugins: dict[str, PluginInfo]
     pluggy_plugins: dict[str, object]
     owners: dict[type[Attention], object]
@@ -288,11 +342,8 @@ class _Snapshot:
 def _why_empty(returned: list[object]) -> str:
     if returned:
         shown = ", ".join(repr(r) for r in returned)
-        return (
-            f"its register_variants hook returned {shown} instead of calling register(cls) "
-            f"for each variant"
-        )
-    return "its register_variants hook never called register(cls)"
+        return f"its hook returned {shown} instead of calling register(...) for each one"
+    return "its hooks never called register(...)"
 
 
 _lock = threading.RLock()
@@ -314,17 +365,22 @@ def _loaded() -> _Registry:
 
 
 def register(cls: AttentionClass) -> AttentionClass:
-    """Register a variant in-process, without packaging a plugin.
+    """Register a variant (or a kernel) in-process, without packaging a plugin.
 
     For notebooks and model code. Usable as a class decorator; returns ``cls``.
     The variant's ``plugin`` becomes ``"local"``. Registering a class again under
     its own name (re-running a notebook cell) replaces it; any other clash raises.
 
+    An `attnkit.Kernel` can be registered the same way; registering one under
+    its own name again replaces it, as a notebook cell re-run expects.
+
     Args:
-        cls: An `attnkit.Attention` subclass with its own ``name``.
+        cls: An `attnkit.Attention` subclass with its own ``name``, or an
+            `attnkit.Kernel`.
 
     Returns:
-        ``cls``, unchanged but for its ``plugin`` attribute.
+        ``cls``, unchanged but for its ``plugin`` attribute (a kernel is returned
+        as it was given; the registry keeps a copy marked ``plugin="local"``).
 
     Raises:
         InvalidVariantError: ``cls`` is not an `attnkit.Attention` subclass with a name.
@@ -345,7 +401,10 @@ def register(cls: AttentionClass) -> AttentionClass:
         >>> _ = attnkit.unregister("uniform_example")
     """
     with _lock:
-        _loaded().register_local(cls)
+        if isinstance(cls, Kernel):
+            _loaded().register_local_kernel(cls)
+        else:
+            _loaded().register_local(cls)
     return cls
 
 
@@ -449,8 +508,8 @@ def list_plugins() -> list[PluginInfo]:
 
     Examples:
         >>> import attnkit
-        >>> [p.name for p in attnkit.list_plugins() if p.builtin]
-        ['attnkit.causal', 'attnkit.multihead', 'attnkit.self_attention', 'attnkit.simple']
+        >>> [p.name for p in attnkit.list_plugins() if p.builtin][:3]
+        ['attnkit.causal', 'attnkit.kernels', 'attnkit.multihead']
     """
     with _lock:
         plugins = list(_loaded().plugins.values())
@@ -510,6 +569,53 @@ def get_variant(name: str) -> type[Attention]:
     return cls
 
 
+def list_kernels(pattern: str = "*") -> list[str]:
+    """The names of the registered kernels that match ``pattern`` (`fnmatch`-style), sorted.
+
+    Examples:
+        >>> import attnkit
+        >>> attnkit.list_kernels("[efs]*")
+        ['explicit', 'flex', 'sdpa']
+    """
+    with _lock:
+        names = list(_loaded().kernels)
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_kernel(name: str) -> Kernel:
+    """The `attnkit.Kernel` registered as ``name``.
+
+    Raises:
+        UnknownKernelError: No kernel has that name (a `KeyError`); the message
+            suggests close matches and lists the available names.
+
+    Examples:
+        >>> import attnkit
+        >>> attnkit.get_kernel("sdpa").returns_weights
+        False
+        >>> attnkit.get_kernel("spda")
+        Traceback (most recent call last):
+        ...
+        attnkit.errors.UnknownKernelError: unknown attention kernel 'spda'; did you mean 'sdpa'? Available: explicit, ...
+    """  # noqa: E501
+    if isinstance(name, Kernel):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a kernel name must be a str, got {type(name).__name__}")
+    with _lock:
+        kernels = _loaded().kernels
+        kernel = kernels.get(name)
+        available = sorted(kernels)
+    if kernel is None:
+        hint = did_you_mean(name, available, n=3)
+        hint = f"; {hint}" if hint else ""
+        listing = ", ".join(available) if available else "none (no plugin registered any)"
+        raise UnknownKernelError(
+            f"unknown attention kernel {name!r}{hint} Available: {listing}", name, available
+        )
+    return kernel
+
+
 def create(name: str, **kwargs: Any) -> Attention:
     """Build the variant registered as ``name`` with keyword arguments ``kwargs``.
 
@@ -530,7 +636,7 @@ def create(name: str, **kwargs: Any) -> Attention:
         >>> attnkit.create("causal", d_in=3, d_out=2, context_length=6, drop_rate=0.1)
         Traceback (most recent call last):
         ...
-        TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, implementation='fused'
+        TypeError: create('causal'): unexpected keyword argument 'drop_rate' (did you mean 'dropout'?). causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, kernel='sdpa'
     """  # noqa: E501
     cls = get_variant(name)
     check_arguments(cls, kwargs, caller=f"create({cls.name!r})")
@@ -611,6 +717,25 @@ def _validated_name(cls: object) -> str:
         )
     if cls.forward is Attention.forward:
         raise InvalidVariantError(f"{_qualname(cls)} must implement forward()")
+    return name
+
+
+def _validated_kernel_name(kernel: object) -> str:
+    if not isinstance(kernel, Kernel):
+        raise InvalidVariantError(
+            f"register_kernels takes attnkit.Kernel objects, got {kernel!r}; wrap the "
+            f"function: register(attnkit.Kernel('name', function))"
+        )
+    name = kernel.name
+    if not isinstance(name, str) or not name or any(c.isspace() or c in "*?[],/" for c in name):
+        raise InvalidVariantError(
+            f"a kernel name must be a non-empty string without spaces, commas, slashes or "
+            f"pattern characters (*?[]), got {name!r}"
+        )
+    if not callable(kernel.function):
+        raise InvalidVariantError(
+            f"kernel {name!r}: function must be callable, got {kernel.function!r}"
+        )
     return name
 
 

@@ -256,7 +256,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def attention_options(pairs: Sequence[str]) -> dict[str, object]:
-    """``["window=16", "implementation='explicit'"]`` -> ``{"window": 16, ...}``."""
+    """``["window=16", "kernel='explicit'"]`` -> ``{"window": 16, ...}``."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")

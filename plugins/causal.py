@@ -18,17 +18,18 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit.functional import attention, check_implementation
 from attnkit.interface import check_dropout, check_flag, ignore_saved_mask
+from attnkit.masks import causal, padding
+from attnkit_builtins.kernels import choose_kernel, weights_kernel
 
 
 class CausalAttention(attnkit.Attention):
     """Causal self-attention: each token attends only to itself and earlier tokens.
 
-    By default the attention is computed by PyTorch's fused
-    ``scaled_dot_product_attention``; the explicit computation (scores, mask,
-    softmax, dropout, weighted sum) runs when the weights are asked for, or
-    always with ``implementation="explicit"``. Both give the same numbers.
+    The attention itself is computed by a kernel: by default ``"sdpa"``,
+    PyTorch's fused ``scaled_dot_product_attention``; ``kernel="explicit"`` writes
+    out every step (scores, mask, softmax, dropout, weighted sum), and runs
+    whenever the weights are asked for. Both give the same numbers.
 
     Args:
         d_in: Width of the input embeddings.
@@ -36,7 +37,8 @@ class CausalAttention(attnkit.Attention):
         context_length: The most tokens a forward pass accepts.
         dropout: Probability of zeroing each attention weight while training.
         qkv_bias: Give the three projections a bias.
-        implementation: ``"fused"`` (SDPA) or ``"explicit"`` (the readable reference).
+        kernel: The name of a registered kernel (`attnkit.list_kernels`), or an
+            `attnkit.Kernel`.
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -57,7 +59,7 @@ class CausalAttention(attnkit.Attention):
     name = "causal"
     stage = 3
     causal = True
-    supports_kv_cache = True
+    capabilities = frozenset({"attention_mask", "kv_cache", "weights"})
 
     def __init__(
         self,
@@ -66,12 +68,12 @@ class CausalAttention(attnkit.Attention):
         context_length: int,
         dropout: float = 0.0,
         qkv_bias: bool = False,
-        implementation: str = "fused",
+        kernel: str | attnkit.Kernel = "sdpa",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
         check_flag(qkv_bias, "qkv_bias", type(self).__name__)
-        self.implementation = check_implementation(implementation, type(self).__name__)
+        self.kernel = choose_kernel(kernel, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -84,23 +86,25 @@ class CausalAttention(attnkit.Attention):
         x: torch.Tensor,
         need_weights: bool = False,
         *,
+        attention_mask: torch.Tensor | None = None,
         cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, 1, tokens, tokens)``."""  # noqa: E501
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, 1, tokens, past + tokens)``."""  # noqa: E501
         queries = self.W_query(x).unsqueeze(1)  # one head: (batch, 1, tokens, d_out)
         keys = self.W_key(x).unsqueeze(1)
         values = self.W_value(x).unsqueeze(1)
         if cache is not None:
             keys, values = cache.append(keys, values, capacity=self.context_length)
-        context, weights = attention(
+        mask = causal() if attention_mask is None else causal() & padding(attention_mask)
+        kernel = weights_kernel(self.kernel) if need_weights else self.kernel
+        context, weights = kernel(
             queries,
             keys,
             values,
-            causal=True,
+            mask=mask,
             dropout_p=self.dropout.p,
             training=self.training,
             need_weights=need_weights,
-            implementation=self.implementation,
         )
         context = context.squeeze(1)
         return (context, weights) if need_weights else context

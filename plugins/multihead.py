@@ -23,17 +23,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnkit
-from attnkit.functional import attention, check_implementation
 from attnkit.interface import check_dropout, check_flag, check_positive_int, ignore_saved_mask
+from attnkit.masks import causal, padding
 from attnkit_builtins.causal import CausalAttention
+from attnkit_builtins.kernels import choose_kernel, weights_kernel
 
 
 class MultiHeadAttention(attnkit.Attention):
     """Efficient causal multi-head attention: one projection each for Q, K, V, split into heads.
 
-    By default all heads attend in one call to PyTorch's fused
-    ``scaled_dot_product_attention``; the explicit computation runs when the
-    weights are asked for, or always with ``implementation="explicit"``.
+    All heads attend in one call to a kernel: by default ``"sdpa"``, PyTorch's
+    fused ``scaled_dot_product_attention``; the explicit one runs when the
+    weights are asked for, or always with ``kernel="explicit"``.
 
     Args:
         d_in: Width of the input embeddings.
@@ -42,7 +43,8 @@ class MultiHeadAttention(attnkit.Attention):
         dropout: Probability of zeroing each attention weight while training.
         num_heads: Number of heads; must divide ``d_out``.
         qkv_bias: Give the query, key and value projections a bias.
-        implementation: ``"fused"`` (SDPA) or ``"explicit"`` (the readable reference).
+        kernel: The name of a registered kernel (`attnkit.list_kernels`), or an
+            `attnkit.Kernel`.
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -63,7 +65,7 @@ class MultiHeadAttention(attnkit.Attention):
     name = "multihead"
     stage = 4
     causal = True
-    supports_kv_cache = True
+    capabilities = frozenset({"attention_mask", "kv_cache", "weights"})
 
     def __init__(
         self,
@@ -74,13 +76,13 @@ class MultiHeadAttention(attnkit.Attention):
         *,
         num_heads: int,
         qkv_bias: bool = False,
-        implementation: str = "fused",
+        kernel: str | attnkit.Kernel = "sdpa",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_dropout(dropout, type(self).__name__)
         check_positive_int(num_heads, "num_heads", type(self).__name__)
         check_flag(qkv_bias, "qkv_bias", type(self).__name__)
-        self.implementation = check_implementation(implementation, type(self).__name__)
+        self.kernel = choose_kernel(kernel, type(self).__name__)
         check_divides(num_heads, d_out, type(self).__name__)
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
@@ -96,9 +98,10 @@ class MultiHeadAttention(attnkit.Attention):
         x: torch.Tensor,
         need_weights: bool = False,
         *,
+        attention_mask: torch.Tensor | None = None,
         cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, past + tokens)``."""  # noqa: E501
         batch, tokens, _ = x.shape
         # (batch, tokens, d_out) -> (batch, num_heads, tokens, head_dim): the split into heads.
         queries, keys, values = self._project(x)
@@ -108,15 +111,16 @@ class MultiHeadAttention(attnkit.Attention):
         values = values.view(split).transpose(1, 2)
         if cache is not None:
             keys, values = cache.append(keys, values, capacity=self.context_length)
-        context, weights = attention(
+        mask = causal() if attention_mask is None else causal() & padding(attention_mask)
+        kernel = weights_kernel(self.kernel) if need_weights else self.kernel
+        context, weights = kernel(
             queries,
             keys,
             values,
-            causal=True,
+            mask=mask,
             dropout_p=self.dropout.p,
             training=self.training,
             need_weights=need_weights,
-            implementation=self.implementation,
         )
         # Concatenate the heads: (batch, num_heads, tokens, head_dim) -> (batch, tokens, d_out).
         context = context.transpose(1, 2).reshape(batch, tokens, self.d_out)
@@ -153,7 +157,7 @@ def check_divides(num_heads: int, d_out: int, owner: str) -> None:
         >>> check_divides(5, 768, "MultiHeadAttention")
         Traceback (most recent call last):
         ...
-        ValueError: MultiHeadAttention: d_out (768) must be divisible by num_heads (5); nearby choices: 4, 6, 3, 8
+        ValueError: MultiHeadAttention: d_out (768) must be divisible by num_heads (5); nearby choices: 4, 6, 3, 2
     """  # noqa: E501
     if d_out % num_heads == 0:
         return
@@ -176,7 +180,7 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         dropout: Probability of zeroing each attention weight while training.
         num_heads: Number of `CausalAttention` heads.
         qkv_bias: Give each head's projections a bias.
-        implementation: ``"fused"`` (SDPA) or ``"explicit"``, passed to every head.
+        kernel: The name of a registered kernel, or an `attnkit.Kernel`, for every head.
 
     Attributes:
         heads: ``nn.ModuleList`` of ``num_heads`` `CausalAttention` modules, created in order.
@@ -193,7 +197,7 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
     name = "multihead_wrapper"
     stage = 4
     causal = True
-    supports_kv_cache = True
+    capabilities = frozenset({"attention_mask", "kv_cache", "weights"})
 
     def __init__(
         self,
@@ -204,16 +208,16 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         *,
         num_heads: int,
         qkv_bias: bool = False,
-        implementation: str = "fused",
+        kernel: str | attnkit.Kernel = "sdpa",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
         check_positive_int(num_heads, "num_heads", type(self).__name__)
         check_dropout(dropout, type(self).__name__)
         check_flag(qkv_bias, "qkv_bias", type(self).__name__)
         self.num_heads = num_heads
-        self.implementation = check_implementation(implementation, type(self).__name__)
+        self.kernel = choose_kernel(kernel, type(self).__name__)
         self.heads = nn.ModuleList(
-            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias, implementation)
+            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias, self.kernel)
             for _ in range(num_heads)
         )
 
@@ -227,11 +231,17 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
         x: torch.Tensor,
         need_weights: bool = False,
         *,
+        attention_mask: torch.Tensor | None = None,
         cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, num_heads * d_out)``, weights ``(batch, num_heads, tokens, tokens)``."""  # noqa: E501
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, num_heads * d_out)``, weights ``(batch, num_heads, tokens, past + tokens)``."""  # noqa: E501
         outputs = [
-            head(x, need_weights=need_weights, cache=None if cache is None else cache.child(i))
+            head(
+                x,
+                need_weights,
+                attention_mask=attention_mask,
+                cache=None if cache is None else cache.child(i),
+            )
             for i, head in enumerate(self.heads)
         ]
         if not need_weights:

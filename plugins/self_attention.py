@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 import attnkit
-from attnkit.functional import attention, check_implementation
 from attnkit.interface import check_flag
+from attnkit.masks import padding
+from attnkit_builtins.kernels import choose_kernel, weights_kernel
 
 
 class SelfAttention(attnkit.Attention):
@@ -26,9 +27,10 @@ class SelfAttention(attnkit.Attention):
         d_in: Width of the input embeddings.
         d_out: Width of the queries, keys, values and context vectors.
         qkv_bias: Give the three projections a bias.
-        implementation: ``"fused"`` computes through PyTorch's
-            ``scaled_dot_product_attention``; ``"explicit"`` writes out every step
-            (as does any call with ``need_weights=True``). Both give the same numbers.
+        kernel: The kernel that computes the attention: ``"sdpa"``, PyTorch's fused
+            ``scaled_dot_product_attention``, by default; ``"explicit"`` writes out
+            every step (and runs for any call with ``need_weights=True``). Both give
+            the same numbers.
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
@@ -51,31 +53,36 @@ class SelfAttention(attnkit.Attention):
     name = "self_attention"
     stage = 2
     causal = False
+    capabilities = frozenset({"attention_mask", "weights"})
 
     def __init__(
-        self, d_in: int, d_out: int, qkv_bias: bool = False, implementation: str = "fused"
+        self,
+        d_in: int,
+        d_out: int,
+        qkv_bias: bool = False,
+        kernel: str | attnkit.Kernel = "sdpa",
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out)
         check_flag(qkv_bias, "qkv_bias", type(self).__name__)
-        self.implementation = check_implementation(implementation, type(self).__name__)
+        self.kernel = choose_kernel(kernel, type(self).__name__)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        *,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, 1, tokens, tokens)``."""  # noqa: E501
         queries = self.W_query(x).unsqueeze(1)  # one head: (batch, 1, tokens, d_out)
         keys = self.W_key(x).unsqueeze(1)
         values = self.W_value(x).unsqueeze(1)
-        context, weights = attention(
-            queries,
-            keys,
-            values,
-            need_weights=need_weights,
-            implementation=self.implementation,
-        )
+        mask = None if attention_mask is None else padding(attention_mask)
+        kernel = weights_kernel(self.kernel) if need_weights else self.kernel
+        context, weights = kernel(queries, keys, values, mask=mask, need_weights=need_weights)
         context = context.squeeze(1)
         return (context, weights) if need_weights else context
 

@@ -34,9 +34,9 @@ def feed(attention, x, chunks, *, need_weights=False):
 
 
 def paths(name: str) -> list[dict]:
-    """Both implementations for variants that offer the choice, else the variant as it is."""
-    if "implementation" in accepted_arguments(attnkit.get_variant(name)):
-        return [{"implementation": "fused"}, {"implementation": "explicit"}]
+    """Both built-in kernels for variants that offer the choice, else the variant as it is."""
+    if "kernel" in accepted_arguments(attnkit.get_variant(name)):
+        return [{"kernel": "sdpa"}, {"kernel": "explicit"}]
     return [{}]
 
 
@@ -103,7 +103,9 @@ def test_a_full_cache_refuses_more_tokens(name):
 @pytest.mark.parametrize("name", UNCACHED)
 def test_variants_without_the_capability_refuse_a_cache(name):
     attention = build(name)
-    with pytest.raises(TypeError, match="does not support a KV cache"):
+    with pytest.raises(
+        TypeError, match=r"does not support cache= \(capability .kv_cache.; it declares: "
+    ):
         attention(torch.randn(1, 3, input_width(attention)), cache=attnkit.KVCache())
 
 

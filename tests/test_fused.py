@@ -1,4 +1,4 @@
-"""The fused (SDPA) path is the default, picks the fused kernel, and agrees with the explicit."""
+"""The sdpa kernel is the default, picks the fused kernel, and agrees with the explicit one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from attnkit._arguments import accepted_arguments
 from tests.helpers import TOLERANCES, build, input_width
 
 FUSED = [
-    n
-    for n in attnkit.list_variants()
-    if "implementation" in accepted_arguments(attnkit.get_variant(n))
+    n for n in attnkit.list_variants() if "kernel" in accepted_arguments(attnkit.get_variant(n))
 ]
 BUILTIN_FUSED = ["causal", "multihead", "multihead_wrapper", "self_attention"]
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
@@ -30,7 +28,7 @@ def twin(name, **overrides):
     torch.manual_seed(0)
     fused = build(name, **overrides)
     torch.manual_seed(0)
-    explicit = build(name, implementation="explicit", **overrides)
+    explicit = build(name, kernel="explicit", **overrides)
     explicit.load_state_dict(fused.state_dict())
     return fused, explicit
 
@@ -38,7 +36,7 @@ def twin(name, **overrides):
 def test_every_trainable_builtin_has_both_paths():
     assert set(BUILTIN_FUSED) <= set(FUSED)
     for name in BUILTIN_FUSED:
-        assert build(name).implementation == "fused"
+        assert build(name).kernel.name == "sdpa"
 
 
 @pytest.mark.parametrize("name", BUILTIN_FUSED)
@@ -69,8 +67,8 @@ def test_need_weights_takes_the_explicit_path(name):
 
 
 @pytest.mark.parametrize("name", BUILTIN_FUSED)
-def test_the_explicit_option_never_calls_sdpa(name):
-    attention = build(name, implementation="explicit").eval()
+def test_the_explicit_kernel_never_calls_sdpa(name):
+    attention = build(name, kernel="explicit").eval()
     ran = ops_run_by(attention, torch.randn(2, 8, input_width(attention)))
     assert not any("scaled_dot_product" in op for op in ran)
 
@@ -122,18 +120,20 @@ def test_paths_agree_in_bfloat16(name):
 
 
 @pytest.mark.parametrize("name", BUILTIN_FUSED)
-def test_an_unknown_implementation_is_refused(name):
+def test_an_unknown_kernel_is_refused(name):
     with pytest.raises(
-        ValueError, match="implementation must be one of 'fused', 'explicit', got 'flash'"
+        attnkit.UnknownKernelError, match="unknown attention kernel 'spda'; did you mean 'sdpa'"
     ):
-        build(name, implementation="flash")
+        build(name, kernel="spda")
+    with pytest.raises(TypeError, match="kernel must be a kernel name such as 'sdpa'"):
+        build(name, kernel=3)
 
 
-@pytest.mark.parametrize("implementation", ["fused", "explicit"])
-def test_both_paths_reproduce_the_chapter(chapter_inputs, implementation):
+@pytest.mark.parametrize("kernel", ["sdpa", "explicit"])
+def test_both_kernels_reproduce_the_chapter(chapter_inputs, kernel):
     torch.manual_seed(123)
     attention = attnkit.create(
-        "multihead", d_in=3, d_out=2, context_length=6, num_heads=2, implementation=implementation
+        "multihead", d_in=3, d_out=2, context_length=6, num_heads=2, kernel=kernel
     )
     expected_first_row = torch.tensor([0.3190, 0.4858])
     torch.testing.assert_close(attention(chapter_inputs)[0], expected_first_row, atol=5e-5, rtol=0)

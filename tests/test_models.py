@@ -76,8 +76,8 @@ def test_a_width_no_d_out_can_produce_is_refused():
 
 
 def test_attention_options_reach_the_attention():
-    model = GPTModel({**CONFIG, "attention_options": {"implementation": "explicit"}})
-    assert model.blocks[0].attention.implementation == "explicit"
+    model = GPTModel({**CONFIG, "attention_options": {"kernel": "explicit"}})
+    assert model.blocks[0].attention.kernel.name == "explicit"
 
 
 def test_a_misspelled_attention_option_is_refused():

@@ -124,7 +124,7 @@ def test_create_names_an_unexpected_argument_and_lists_the_accepted_ones():
     assert str(error.value) == (
         "create('causal'): unexpected keyword argument 'drop_out' (did you mean 'dropout'?). "
         "causal accepts: d_in, d_out, context_length, dropout=0.0, qkv_bias=False, "
-        "implementation='fused'"
+        "kernel='sdpa'"
     )
 
 
@@ -283,7 +283,7 @@ def test_a_hook_may_take_fewer_arguments_than_the_spec(fresh_registry):
         pass
 
     module.register_variants = register_variants
-    with pytest.warns(attnkit.PluginLoadWarning, match="loaded but registered no variants"):
+    with pytest.warns(attnkit.PluginLoadWarning, match="loaded but registered nothing"):
         attnkit.register_plugin(module)
     assert next(p for p in attnkit.list_plugins() if p.name == "quiet_plugin").variants == ()
 
@@ -341,7 +341,10 @@ def test_a_misspelled_hook_is_reported(fresh_registry):
 def test_a_plugin_without_hookimpl_is_reported(fresh_registry):
     module = types.ModuleType("undecorated")
     module.register_variants = lambda register: register(make_variant("never"))
-    with pytest.raises(pluggy.PluginValidationError, match="mark its register_variants function"):
+    with pytest.raises(
+        pluggy.PluginValidationError,
+        match="mark its register_variants or register_kernels function",
+    ):
         attnkit.register_plugin(module)
 
 

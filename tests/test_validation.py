@@ -19,7 +19,8 @@ TRAINABLE = ["self_attention", "causal", "multihead", "multihead_wrapper"]
         ("d_in", 8.0, ValueError, "d_in must be a positive integer, got 8.0"),
         ("d_in", True, ValueError, "d_in must be a positive integer, got True"),
         ("d_out", 0, ValueError, "d_out must be a positive integer, got 0"),
-        ("implementation", "fast", ValueError, "implementation must be one of"),
+        ("kernel", "fast", KeyError, "unknown attention kernel 'fast'"),
+        ("kernel", 3, TypeError, "kernel must be a kernel name such as 'sdpa' or an attnkit"),
     ],
 )
 def test_wrong_types_and_ranges_are_refused(name, argument, value, error, message):

@@ -115,7 +115,7 @@ class GPTModel(nn.Module):
       branch and, as ``dropout``, on the attention weights.
     - ``qkv_bias`` (default False): give the query, key and value projections a bias.
     - ``attention_options`` (default ``{}``): further keyword arguments for the
-      attention, such as a plugin's ``window`` or ``implementation="explicit"``.
+      attention, such as a plugin's ``window`` or ``kernel="explicit"``.
 
     The attention is built by `attnkit.create_from_config` from the keys in
     `ATTENTION_ARGUMENTS` plus ``attention_options``: each variant receives the

@@ -1,0 +1,188 @@
+"""The built-in kernels: ``explicit``, the readable reference; ``sdpa``, fused; ``flex``.
+
+Each takes the arguments described in `attnkit.kernel` and returns
+``(context, weights_or_None)``. ``explicit`` writes every step out where a learner
+can read it:
+
+$$
+\\omega = s \\cdot Q K^\\top, \\qquad
+\\alpha = \\operatorname{softmax}(\\omega + M), \\qquad
+Z = \\operatorname{dropout}(\\alpha)\\, V
+$$
+
+``sdpa`` computes the same through PyTorch's fused
+`torch.nn.functional.scaled_dot_product_attention`, which never builds the
+``tokens x tokens`` matrix when a fused kernel applies; it is what the built-in
+variants use unless told otherwise. ``flex`` runs PyTorch's FlexAttention,
+compiled, with the mask as a block mask that skips whole blocks nobody attends.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import attnkit
+from attnkit.masks import Mask
+
+
+def explicit(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    mask: Mask | None,
+    scale: float,
+    dropout_p: float,
+    training: bool,
+    need_weights: bool,
+    **options: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The readable reference: scores, mask, softmax, dropout, weighted sum; returns the weights."""
+    _no_options("explicit", options)
+    batch, heads, tokens_q, _ = query.shape
+    kv_heads, tokens_k = key.shape[1], key.shape[2]
+    # Grouped-query attention: each group of heads // kv_heads query heads shares one
+    # key and value head, so the queries are grouped instead of the keys repeated.
+    groups = heads // kv_heads
+    grouped = query.reshape(batch, kv_heads, groups, tokens_q, query.shape[-1])
+    # Scores in at least float32, scaled before the product: in float16, q @ k^T of
+    # unscaled vectors overflows (and the softmax gives NaN) where SDPA is finite.
+    compute = torch.promote_types(query.dtype, torch.float32)
+    scores = (grouped.to(compute) * scale) @ key.to(compute).unsqueeze(2).transpose(-2, -1)
+    scores = scores.reshape(batch, heads, tokens_q, tokens_k)
+    if mask is not None:
+        allowed = mask.to_dense(batch, heads, tokens_q, tokens_k, device=query.device)
+        # The lowest finite number, not -inf: a row with no allowed key then stays finite
+        # (uniform) instead of NaN, and is zeroed below, in outputs and gradients alike.
+        scores = scores.masked_fill(~allowed, torch.finfo(compute).min)
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights * allowed.any(dim=-1, keepdim=True)
+    weights = weights.to(value.dtype)
+    dropped = F.dropout(weights, p=dropout_p, training=training)
+    dropped = dropped.reshape(batch, kv_heads, groups, tokens_q, tokens_k)
+    context = (dropped @ value.unsqueeze(2)).reshape(batch, heads, tokens_q, value.shape[-1])
+    return context, weights
+
+
+def sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    mask: Mask | None,
+    scale: float,
+    dropout_p: float,
+    training: bool,
+    need_weights: bool,
+    **options: Any,
+) -> tuple[torch.Tensor, None]:
+    """PyTorch's fused scaled_dot_product_attention; the default kernel."""
+    _no_options("sdpa", options)
+    tokens_q, tokens_k = query.shape[2], key.shape[2]
+    arguments: dict[str, Any] = {
+        "dropout_p": dropout_p if training else 0.0,
+        "scale": scale,
+        "enable_gqa": query.shape[1] != key.shape[1],
+    }
+    if mask is not None and mask.is_causal and tokens_q == tokens_k:
+        arguments["is_causal"] = True  # lets the fused kernel skip the blocks above the diagonal
+    elif mask is not None and not (mask.is_causal and tokens_q == 1):
+        # (One new token after cached ones may see every key: no mask needed.)
+        batch, heads = query.shape[:2]
+        arguments["attn_mask"] = mask.to_dense(
+            batch, heads, tokens_q, tokens_k, device=query.device
+        )
+    return F.scaled_dot_product_attention(query, key, value, **arguments), None
+
+
+def flex(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    mask: Mask | None,
+    scale: float,
+    dropout_p: float,
+    training: bool,
+    need_weights: bool,
+    **options: Any,
+) -> tuple[torch.Tensor, None]:
+    """PyTorch's FlexAttention, compiled, with the mask as a block mask."""
+    _no_options("flex", options)
+    if dropout_p and training:
+        raise NotImplementedError(
+            "kernel 'flex': FlexAttention has no dropout on the attention weights; use "
+            "kernel='sdpa' (or 'explicit') to train with dropout, or set dropout=0"
+        )
+    if (
+        query.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and (query.requires_grad or key.requires_grad or value.requires_grad)
+    ):
+        raise NotImplementedError(
+            "kernel 'flex': PyTorch cannot run FlexAttention's backward pass on the CPU; "
+            "use kernel='sdpa' (or 'explicit') to train on the CPU, or run flex under "
+            "torch.no_grad() for inference"
+        )
+    batch, heads, tokens_q, _ = query.shape
+    block_mask = None
+    if mask is not None:
+        block_mask = mask.to_block_mask(batch, heads, tokens_q, key.shape[2], device=query.device)
+    context = _compiled_flex_attention()(
+        query,
+        key,
+        value,
+        block_mask=block_mask,
+        scale=scale,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return context, None
+
+
+@functools.cache
+def _compiled_flex_attention() -> Any:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def choose_kernel(kernel: str | attnkit.Kernel, owner: str) -> attnkit.Kernel:
+    """The registered kernel named ``kernel`` (or ``kernel`` itself), for a variant's ``kernel=``.
+
+    Raises:
+        TypeError: ``kernel`` is neither a name nor an `attnkit.Kernel`.
+        attnkit.UnknownKernelError: No kernel has that name; the message lists them.
+    """
+    if not isinstance(kernel, (str, attnkit.Kernel)):
+        raise TypeError(
+            f"{owner}: kernel must be a kernel name such as 'sdpa' or an attnkit.Kernel, got "
+            f"{kernel!r}; kernels: {', '.join(attnkit.list_kernels())}"
+        )
+    return attnkit.get_kernel(kernel)
+
+
+def weights_kernel(kernel: attnkit.Kernel) -> attnkit.Kernel:
+    """``kernel`` if it can return the attention weights, else the explicit one."""
+    return kernel if kernel.returns_weights else EXPLICIT
+
+
+def _no_options(kernel: str, options: dict[str, Any]) -> None:
+    if options:
+        raise TypeError(f"kernel {kernel!r} takes no options, got {', '.join(sorted(options))}")
+
+
+SDPA = attnkit.Kernel("sdpa", sdpa)
+EXPLICIT = attnkit.Kernel("explicit", explicit, returns_weights=True)
+FLEX = attnkit.Kernel("flex", flex)
+
+
+@attnkit.hookimpl
+def register_kernels(register):
+    register(SDPA)
+    register(EXPLICIT)
+    register(FLEX)
