@@ -34,12 +34,8 @@ from attnkit.registry import (
     list_kernels,
     list_plugins,
     list_variants,
-    plugin_manager,
     register,
-    register_plugin,
-    reload_plugins,
     unregister,
-    unregister_plugin,
 )
 
 __version__ = "0.1.0"
@@ -67,10 +63,6 @@ __all__ = [
     "list_kernels",
     "list_plugins",
     "list_variants",
-    "plugin_manager",
     "register",
-    "register_plugin",
-    "reload_plugins",
     "unregister",
-    "unregister_plugin",
 ]

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attnkit
-from attnkit import loader, registry
+from attnkit import _loader as loader
+from attnkit import registry
 from attnkit._arguments import STANDARD_SIZES
 from attnkit.errors import PluginLoadError, PluginLoadWarning, UnknownVariantError
 

@@ -58,7 +58,7 @@ class InvalidVariantError(AttnkitError, TypeError):
 class PluginError(AttnkitError, RuntimeError):
     """A plugin used the registry in a way that cannot work.
 
-    For example, it called ``attnkit.reload_plugins()`` from its hook while
+    For example, it called ``attnkit.registry.reload_plugins()`` from its hook while
     plugins were loading, or called its ``register`` callback after its hook had
     returned.
     """

@@ -3,7 +3,7 @@
 Plugins load lazily, once, the first time anything here is asked for, not at
 ``import attnkit``. Each plugin registers all of its variants or none: if its
 import or its hook fails, nothing it registered is kept, the failure is
-reported (see `attnkit.loader` for the policy) and every other plugin loads.
+reported (see `attnkit._loader` for the policy) and every other plugin loads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from attnkit import hookspecs, loader
+from attnkit import _loader as loader
+from attnkit import hookspecs
 from attnkit._arguments import (
     accepted_arguments,
     accepts_any_argument,
@@ -485,8 +486,8 @@ def reload_plugins() -> None:
     with _lock:
         if _registry is not None and _registry.loading:
             raise PluginError(
-                f"{_registry.loading[-1].describe()} called attnkit.reload_plugins() from its "
-                f"register_variants hook; plugins cannot be reloaded while they load"
+                f"{_registry.loading[-1].describe()} called attnkit.registry.reload_plugins() "
+                f"from its hook; plugins cannot be reloaded while they load"
             )
         _registry = None
         _loaded()

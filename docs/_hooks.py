@@ -51,7 +51,7 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     # Executed examples run while the Markdown converts, right after this hook.
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
     torch.set_grad_enabled(True)
     torch.set_printoptions(profile="default")
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ def chapter_inputs() -> torch.Tensor:
 def fresh_registry():
     """Reload plugins after the test, undoing whatever it registered."""
     yield
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
 
 
 @pytest.fixture

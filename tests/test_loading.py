@@ -110,7 +110,7 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
 def test_a_plugin_that_fails_to_import_is_skipped_with_a_warning(install):
     install("import_error", "good")
     with pytest.warns(PluginLoadWarning) as caught:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     [warning] = caught
     message = str(warning.message)
     assert message.startswith(
@@ -132,10 +132,10 @@ def test_a_plugin_whose_hook_raises_registers_nothing(install):
         match=r"plugin 'hook_error' \(distribution attnkit-test-hook-error 2\.0\) failed to "
         r"register its variants: RuntimeError: the hook failed on purpose",
     ):
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     # It registered a variant before raising; that variant was rolled back.
     assert "half_registered" not in attnkit.list_variants()
-    assert not attnkit.plugin_manager().has_plugin("hook_error")
+    assert not attnkit.registry.plugin_manager().has_plugin("hook_error")
     assert plugin("hook_error").error == "RuntimeError: the hook failed on purpose"
     assert_usable(*BUILTINS, "uniform_good")
 
@@ -143,7 +143,7 @@ def test_a_plugin_whose_hook_raises_registers_nothing(install):
 def test_a_misspelled_hook_is_reported(install):
     install("misspelled")
     with pytest.warns(PluginLoadWarning) as caught:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     [warning] = caught
     assert (
         "plugin 'misspelled' (distribution attnkit-test-misspelled 1.0) failed to register its "
@@ -151,15 +151,15 @@ def test_a_misspelled_hook_is_reported(install):
         "which is not an attnkit hook; did you mean 'register_variants'?"
     ) in str(warning.message)
     assert "never_registered" not in attnkit.list_variants()
-    assert not attnkit.plugin_manager().has_plugin("misspelled")
-    attnkit.plugin_manager().check_pending()  # nothing unverified was left registered
+    assert not attnkit.registry.plugin_manager().has_plugin("misspelled")
+    attnkit.registry.plugin_manager().check_pending()  # nothing unverified was left registered
     assert_usable(*BUILTINS)
 
 
 def test_a_duplicate_variant_name_across_distributions_keeps_the_first(install):
     install("good", "twin")
     with pytest.warns(PluginLoadWarning) as caught:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     [warning] = caught
     message = str(warning.message)
     assert (
@@ -181,7 +181,7 @@ def test_a_duplicate_plugin_name_across_distributions_keeps_the_first(install):
         r"its variants: ValueError: a plugin named 'good' is already registered by "
         r"distribution attnkit-test-good 1\.0",
     ):
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     assert "namesake" not in attnkit.list_variants()
     assert plugin("good", "attnkit-test-good").error is None
     assert plugin("good", "attnkit-test-namesake").error.startswith("ValueError")
@@ -191,7 +191,7 @@ def test_a_duplicate_plugin_name_across_distributions_keeps_the_first(install):
 def test_a_failed_plugin_does_not_block_a_later_plugin_of_the_same_name(install):
     install("import_error", "understudy")
     with pytest.warns(PluginLoadWarning, match="plugin 'import_error' .* failed to import"):
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     assert plugin("import_error", "attnkit-test-import-error").error is not None
     assert plugin("import_error", "attnkit-test-understudy").error is None
     assert_usable(*BUILTINS, "understudy")
@@ -204,7 +204,7 @@ def test_a_plugin_calling_sys_exit_on_import_is_skipped(install):
         match=r"plugin 'exits' \(distribution attnkit-test-exits 1\.0\) failed to import: "
         r"SystemExit: 3",
     ):
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     assert plugin("exits").error == "SystemExit: 3"
     assert_usable(*BUILTINS, "uniform_good")
 
@@ -212,7 +212,7 @@ def test_a_plugin_calling_sys_exit_on_import_is_skipped(install):
 def test_every_failure_is_reported_and_everything_else_loads(install):
     install("good", "import_error", "hook_error", "misspelled", "broken")
     with pytest.warns(PluginLoadWarning) as caught:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     failed = sorted(str(w.message).split("'")[1] for w in caught)
     assert failed == ["hook_error", "import_error", "misspelled"]
     assert {*BUILTINS, "uniform_good", "lookahead", "unnormalised"} <= set(attnkit.list_variants())
@@ -227,7 +227,7 @@ def test_strict_mode_raises_chaining_the_import_error(install, monkeypatch, valu
     install("import_error")
     monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", value)
     with pytest.raises(PluginLoadError) as error:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     assert str(error.value) == (
         "attnkit: plugin 'import_error' (distribution attnkit-test-import-error 1.0) failed to "
         "import: ModuleNotFoundError: No module named 'attnkit_missing_dependency'"
@@ -241,7 +241,7 @@ def test_strict_mode_raises_chaining_the_hook_error(install, monkeypatch):
     install("hook_error")
     monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
     with pytest.raises(PluginLoadError, match="plugin 'hook_error' .* RuntimeError") as error:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     assert isinstance(error.value.__cause__, RuntimeError)
     frames = traceback.extract_tb(error.value.__cause__.__traceback__)
     assert frames[-1].filename.endswith("attnkit_test_hook_error.py")
@@ -252,7 +252,7 @@ def test_strict_mode_then_fixing_the_environment_loads_again(install, monkeypatc
     install("import_error")
     monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "1")
     with pytest.raises(PluginLoadError):
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "0")  # not strict: warn and carry on
     with pytest.warns(PluginLoadWarning, match="import_error"):
         assert set(BUILTINS) <= set(attnkit.list_variants())
@@ -263,14 +263,14 @@ def test_strict_mode_then_fixing_the_environment_loads_again(install, monkeypatc
 
 def test_unset_loads_every_plugin(install):
     install("good")
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
     assert {*BUILTINS, "uniform_good", "window"} <= set(attnkit.list_variants())
 
 
 def test_empty_loads_only_the_builtins(install, monkeypatch):
     install("good", "import_error")
     monkeypatch.setenv("ATTNKIT_PLUGINS", "")
-    attnkit.reload_plugins()  # the broken plugin is not even imported: no warning
+    attnkit.registry.reload_plugins()  # the broken plugin is not even imported: no warning
     assert set(BUILTINS) <= set(attnkit.list_variants())
     assert all(p.builtin for p in attnkit.list_plugins())
     assert all(
@@ -285,7 +285,7 @@ def test_empty_loads_only_the_builtins(install, monkeypatch):
 def test_a_list_loads_those_distributions(install, monkeypatch, selection):
     install("good", "import_error")
     monkeypatch.setenv("ATTNKIT_PLUGINS", selection)
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
     names = set(attnkit.list_variants())
     assert {*BUILTINS, "uniform_good"} <= names
     assert ("window" in names) == ("window" in selection)
@@ -296,7 +296,7 @@ def test_an_unknown_name_warns_and_the_rest_load(install, monkeypatch):
     install("good")
     monkeypatch.setenv("ATTNKIT_PLUGINS", "attnkit-test-good,attnkit-nope")
     with pytest.warns(PluginLoadWarning) as caught:
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
     [warning] = caught
     message = str(warning.message)
     assert message.startswith(
@@ -309,7 +309,7 @@ def test_an_unknown_name_warns_and_the_rest_load(install, monkeypatch):
 
 def test_the_builtins_load_whatever_the_list_says(install, monkeypatch):
     monkeypatch.setenv("ATTNKIT_PLUGINS", "attnkit-window")
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
     assert set(BUILTINS) <= set(attnkit.list_variants())
     assert [p.distribution for p in attnkit.list_plugins() if not p.builtin] == ["attnkit-window"]
     assert_usable(*BUILTINS)
@@ -335,7 +335,7 @@ def test_variables_are_read_when_plugins_load_not_at_import():
         os.environ["ATTNKIT_PLUGINS"] = ""
         print(all(p.builtin for p in attnkit.list_plugins()))
         os.environ["ATTNKIT_PLUGINS"] = "attnkit-test-good"
-        attnkit.reload_plugins()
+        attnkit.registry.reload_plugins()
         print("uniform_good" in attnkit.list_variants())
         """,
         "good",
@@ -407,7 +407,7 @@ def test_reloading_from_a_hook_is_refused_naming_the_plugin(install):
         attnkit.registry.reload_plugins()
     message = str(caught[0].message)
     assert "plugin 'reloads' (distribution attnkit-test-reloads 1.0)" in message
-    assert "called attnkit.reload_plugins() from its register_variants hook" in message
+    assert "called attnkit.registry.reload_plugins() from its hook" in message
     assert_usable(*BUILTINS)
     assert attnkit.list_plugins()  # the registry is whole, not None inside
 

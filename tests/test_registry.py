@@ -265,14 +265,14 @@ def test_unregister_removes_a_variant(fresh_registry):
 
 def test_a_plugin_registers_variants_through_the_hook(fresh_registry):
     first, second = make_variant("first"), make_variant("second", causal=True)
-    name = attnkit.register_plugin(plugin_module("my_plugin", first, second))
+    name = attnkit.registry.register_plugin(plugin_module("my_plugin", first, second))
     assert name == "my_plugin"
     assert attnkit.get_variant("first") is first and first.plugin == "my_plugin"
     assert attnkit.get_variant("second").causal
     info = next(p for p in attnkit.list_plugins() if p.name == "my_plugin")
     assert info.variants == ("first", "second")
     assert info.error is None and not info.builtin
-    assert attnkit.plugin_manager().has_plugin("my_plugin")
+    assert attnkit.registry.plugin_manager().has_plugin("my_plugin")
 
 
 def test_a_hook_may_take_fewer_arguments_than_the_spec(fresh_registry):
@@ -284,14 +284,14 @@ def test_a_hook_may_take_fewer_arguments_than_the_spec(fresh_registry):
 
     module.register_variants = register_variants
     with pytest.warns(attnkit.PluginLoadWarning, match="loaded but registered nothing"):
-        attnkit.register_plugin(module)
+        attnkit.registry.register_plugin(module)
     assert next(p for p in attnkit.list_plugins() if p.name == "quiet_plugin").variants == ()
 
 
 def test_a_plugin_clashing_with_another_raises_naming_both(fresh_registry):
-    attnkit.register_plugin(plugin_module("plugin_a", make_variant("shared")))
+    attnkit.registry.register_plugin(plugin_module("plugin_a", make_variant("shared")))
     with pytest.raises(attnkit.DuplicateVariantError) as error:
-        attnkit.register_plugin(plugin_module("plugin_b", make_variant("shared")))
+        attnkit.registry.register_plugin(plugin_module("plugin_b", make_variant("shared")))
     message = str(error.value)
     assert "from plugin 'plugin_b' is already registered by plugin 'plugin_a'" in message
 
@@ -308,17 +308,17 @@ def test_a_failing_plugin_registers_nothing(fresh_registry):
 
     module.register_variants = register_variants
     with pytest.raises(RuntimeError, match="broken after the first variant"):
-        attnkit.register_plugin(module)
+        attnkit.registry.register_plugin(module)
     assert "good_half" not in attnkit.list_variants()
-    assert not attnkit.plugin_manager().has_plugin("half_broken")
+    assert not attnkit.registry.plugin_manager().has_plugin("half_broken")
     assert good.plugin is None
     # The name is free again: a fixed plugin can load.
-    attnkit.register_plugin(plugin_module("half_broken", good))
+    attnkit.registry.register_plugin(plugin_module("half_broken", good))
 
 
 def test_a_plugin_registering_one_name_twice_is_refused(fresh_registry):
     with pytest.raises(attnkit.DuplicateVariantError, match="registers two variants named 'twice'"):
-        attnkit.register_plugin(
+        attnkit.registry.register_plugin(
             plugin_module("stutter", make_variant("twice"), make_variant("twice"))
         )
 
@@ -332,10 +332,10 @@ def test_a_misspelled_hook_is_reported(fresh_registry):
 
     module.register_variant = register_variant
     with pytest.raises(pluggy.PluginValidationError) as error:
-        attnkit.register_plugin(module)
+        attnkit.registry.register_plugin(module)
     assert "implements 'register_variant', which is not an attnkit hook" in str(error.value)
     assert "did you mean 'register_variants'?" in str(error.value)
-    assert not attnkit.plugin_manager().has_plugin("typo_plugin")
+    assert not attnkit.registry.plugin_manager().has_plugin("typo_plugin")
 
 
 def test_a_plugin_without_hookimpl_is_reported(fresh_registry):
@@ -345,21 +345,21 @@ def test_a_plugin_without_hookimpl_is_reported(fresh_registry):
         pluggy.PluginValidationError,
         match="mark its register_variants or register_kernels function",
     ):
-        attnkit.register_plugin(module)
+        attnkit.registry.register_plugin(module)
 
 
 def test_unregister_plugin_removes_its_variants(fresh_registry):
-    attnkit.register_plugin(plugin_module("removable", make_variant("gone")))
-    attnkit.unregister_plugin("removable")
+    attnkit.registry.register_plugin(plugin_module("removable", make_variant("gone")))
+    attnkit.registry.unregister_plugin("removable")
     assert "gone" not in attnkit.list_variants()
-    assert not attnkit.plugin_manager().has_plugin("removable")
+    assert not attnkit.registry.plugin_manager().has_plugin("removable")
     with pytest.raises(KeyError, match="no plugin named 'removable'"):
-        attnkit.unregister_plugin("removable")
+        attnkit.registry.unregister_plugin("removable")
 
 
 def test_reload_plugins_forgets_local_variants(fresh_registry):
     attnkit.register(make_variant("forgotten"))
-    attnkit.reload_plugins()
+    attnkit.registry.reload_plugins()
     assert "forgotten" not in attnkit.list_variants()
     assert set(BUILTINS) <= set(attnkit.list_variants())
 

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 import attnkit
+from attnkit._loader import PLUGINS_ENV
 from attnkit._suggest import did_you_mean
 from attnkit.bench.baselines import BASELINES
 from attnkit.bench.cases import REFERENCES, Shape, minimum_bytes
 from attnkit.bench.measure import NoProgress, available_memory
 from attnkit.bench.report import format_report
 from attnkit.bench.runner import MODES, Config, benchmark, planned_steps
-from attnkit.loader import PLUGINS_ENV
 
 __all__ = ["PRESETS", "Preset", "add_arguments", "main", "run"]
 

@@ -25,18 +25,9 @@ from importlib.metadata import entry_points
 
 from attnkit.errors import PluginLoadError, PluginLoadWarning
 
-__all__ = [
-    "BUILTIN_DISTRIBUTION",
-    "ENTRY_POINT_GROUP",
-    "PLUGINS_ENV",
-    "STRICT_ENV",
-    "PluginSource",
-    "discover",
-    "normalize_distribution",
-    "report_empty",
-    "report_failure",
-    "strict",
-]
+# Internal: the registry calls these. What users rely on is the policy itself: the
+# entry-point group and the two environment variables.
+__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "STRICT_ENV"]
 
 ENTRY_POINT_GROUP = "attnkit"
 BUILTIN_DISTRIBUTION = "attnkit"
