@@ -10,6 +10,7 @@ attention = attnkit.create("multihead", d_in=768, d_out=768, context_length=1024
 Plugins load lazily, the first time the registry is used, not at import.
 """
 
+from attnkit import masks
 from attnkit.cache import KVCache
 from attnkit.errors import (
     AttnkitError,
@@ -63,6 +64,7 @@ __all__ = [
     "list_kernels",
     "list_plugins",
     "list_variants",
+    "masks",
     "register",
     "unregister",
 ]
