@@ -140,7 +140,9 @@ class Attention(nn.Module):
                 Padding keys are never attended to; outputs at real tokens do not
                 depend on the padding, and a query with no key left gets zeros.
             position_ids: ``(batch, tokens)`` integer positions, for variants that
-                encode positions; by default they continue from the cache's length.
+                encode positions. Variants that declare the capability always
+                receive them: by default the base class passes positions that
+                continue from the cache's length, ``past .. past + tokens - 1``.
             cache: An `attnkit.KVCache`; ``x`` then holds only the new tokens.
 
         Returns:
@@ -394,6 +396,11 @@ def _with_input_checks(forward: Callable[..., Any]) -> Callable[..., Any]:
             )
         if "position_ids" in kwargs:
             kwargs["position_ids"] = _check_position_ids(self, x, kwargs["position_ids"])
+        elif "position_ids" in type(self).capabilities:
+            # The default positions continue from the tokens already in the cache.
+            past = cache.length if cache is not None else 0
+            positions = torch.arange(past, past + x.shape[1], device=x.device)
+            kwargs["position_ids"] = positions.expand(x.shape[0], -1)
         if cache is not None:
             cache.claim(self)
         elif "cache" in kwargs:

@@ -110,3 +110,55 @@ def test_check_dropout():
     for bad in (-0.01, 1, 2, None, True):
         with pytest.raises(ValueError, match=r"X: dropout must be in \[0, 1\)"):
             check_dropout(bad, "X")
+
+
+def test_position_ids_default_to_positions_after_the_cache():
+    seen = []
+
+    class Positional(attnkit.Attention):
+        """Records the positions it is given."""
+
+        name = "positional_example"
+        causal = True
+        capabilities = frozenset({"position_ids", "kv_cache"})
+
+        def forward(self, x, need_weights=False, *, position_ids=None, cache=None):
+            seen.append(position_ids)
+            if cache is not None:
+                cache.append(x[:, None], x[:, None])
+            return x
+
+    module = Positional()
+    module(torch.randn(2, 3, 4))
+    cache = attnkit.KVCache()
+    module(torch.randn(2, 3, 4), cache=cache)
+    module(torch.randn(2, 2, 4), cache=cache)
+    module(torch.randn(3, 4), position_ids=torch.tensor([5, 6, 7]))
+    assert [p.tolist() for p in seen] == [
+        [[0, 1, 2], [0, 1, 2]],
+        [[0, 1, 2], [0, 1, 2]],
+        [[3, 4], [3, 4]],
+        [[5, 6, 7]],
+    ]
+    assert Positional.supports_kv_cache
+    with pytest.raises(
+        ValueError, match=r"position_ids must have shape \(batch, tokens\) = \(2, 3\)"
+    ):
+        module(torch.randn(2, 3, 4), position_ids=torch.arange(3))
+    with pytest.raises(TypeError, match="position_ids must be an integer tensor"):
+        module(torch.randn(2, 3, 4), position_ids=torch.zeros(2, 3))
+
+
+def test_capabilities_and_supports_kv_cache_stay_in_step():
+    class OldStyle(attnkit.Attention):
+        name = "old_style_example"
+        supports_kv_cache = True
+
+        def forward(self, x, need_weights=False, *, cache=None):
+            return x
+
+    assert OldStyle.capabilities == {"weights", "kv_cache"}
+    with pytest.raises(TypeError, match=r"unknown \['masks'\]; choose from attention_mask"):
+
+        class Wrong(attnkit.Attention):
+            capabilities = frozenset({"masks"})
