@@ -1,16 +1,19 @@
-"""The ``attnkit`` command: list, show and check attention variants, and see what loaded.
+"""The ``attnkit`` command: list, show and check attention variants and kernels, and see
+what loaded.
 
 ```text
-attnkit list [PATTERN]            a table of the registered variants
-attnkit show NAME                 one variant: summary, plugin, constructor parameters
-attnkit plugins                   installed plugins, their versions and load errors
+attnkit list [PATTERN]            a table of the registered variants and their capabilities
+attnkit kernels [PATTERN]         a table of the registered kernels
+attnkit show NAME                 one variant (capabilities, constructor parameters) or kernel
+attnkit plugins                   installed plugins, their versions, what they registered,
+                                  and load errors
 attnkit check NAME [--arg K=V]    run the conformance kit (attnkit.testing) on a variant
 attnkit bench ...                 time variants (see attnkit bench --help)
 ```
 
 Exit status: 0 on success, 1 when a check fails (or, with
 ``ATTNKIT_STRICT_PLUGINS=1``, a plugin fails to load), 2 for bad usage: an
-unknown variant, a malformed or unaccepted argument.
+unknown variant or kernel, a malformed or unaccepted argument.
 
 `main` is the one public name: the console script and ``python -m attnkit``
 call it, and so can a program or a test. Everything else here is internal.
@@ -34,7 +37,14 @@ import attnkit
 from attnkit import _loader as loader
 from attnkit import registry
 from attnkit._arguments import STANDARD_SIZES
-from attnkit.errors import PluginLoadError, PluginLoadWarning, UnknownVariantError
+from attnkit._suggest import close_matches
+from attnkit.errors import (
+    PluginLoadError,
+    PluginLoadWarning,
+    UnknownKernelError,
+    UnknownVariantError,
+)
+from attnkit.interface import CAPABILITIES
 
 __all__ = ["main"]
 
@@ -43,6 +53,15 @@ _EXIT_FAILED = 1
 _EXIT_USAGE = 2
 
 _PROG = "attnkit"
+
+
+_CAPABILITY_HEADERS = {
+    "attention_mask": "mask",
+    "position_ids": "positions",
+    "kv_cache": "cache",
+    "weights": "weights",
+}
+"""Short column headers for `CAPABILITIES`, so that ``attnkit list`` fits 80 columns."""
 
 
 class _UsageError(Exception):
@@ -98,30 +117,51 @@ def _truncate(text: str, width: int) -> str:
 
 
 def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], shrink: int, wrap: bool = False
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    shrink: int | Sequence[int],
+    wrap: bool = False,
+    indent: int = 0,
 ) -> str:
-    """Columns padded to fit the terminal: column ``shrink`` is truncated, or with
-    ``wrap`` (for the last column) continued on the lines below."""
+    """Columns padded to fit the terminal, each line indented by ``indent`` spaces.
+
+    When the table is too wide, the ``shrink`` columns give up width, the widest
+    first: each is truncated to at least 10 characters, or with ``wrap`` continued
+    on the lines below, never splitting a word (a column is at least as wide as its
+    longest word and its header).
+    """
+    shrinkable = [shrink] if isinstance(shrink, int) else list(shrink)
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    others = sum(w for i, w in enumerate(widths) if i != shrink) + 2 * (len(widths) - 1)
-    narrowest = 10
-    if wrap:  # never split a word: the column is at least as wide as its longest word
-        narrowest = max(len(word) for row in rows for word in str(row[shrink]).split() or [""])
-    widths[shrink] = max(min(widths[shrink], _width() - others), narrowest)
+    floors = {}
+    for i in shrinkable:
+        if wrap:
+            words = [len(word) for row in rows for word in str(row[i]).split()]
+            floors[i] = max([len(headers[i]), *words])
+        else:
+            floors[i] = min(widths[i], 10)
+    while sum(widths) + 2 * (len(widths) - 1) > _width() - indent:
+        candidates = [i for i in shrinkable if widths[i] > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] -= 1
     lines = []
     for row in [headers, *rows]:
-        cells = [str(cell) for cell in row]
-        continued: list[str] = []
-        if wrap:
-            continued = textwrap.wrap(
-                cells[shrink], widths[shrink], break_long_words=False, break_on_hyphens=False
-            )
-            cells[shrink] = continued.pop(0) if continued else ""
-        else:
-            cells[shrink] = _truncate(cells[shrink], widths[shrink])
-        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
-        indent = " " * (sum(widths[:shrink]) + 2 * shrink)
-        lines += [indent + line for line in continued]
+        cells: list[list[str]] = []
+        for i, cell in enumerate(str(cell) for cell in row):
+            if i not in shrinkable:
+                cells.append([cell])
+            elif wrap:
+                wrapped = textwrap.wrap(
+                    cell, widths[i], break_long_words=False, break_on_hyphens=False
+                )
+                cells.append(wrapped or [""])
+            else:
+                cells.append([_truncate(cell, widths[i])])
+        for line in range(max(len(cell) for cell in cells)):
+            parts = [cell[line] if line < len(cell) else "" for cell in cells]
+            line = "  ".join(part.ljust(widths[i]) for i, part in enumerate(parts))
+            lines.append((" " * indent + line).rstrip())
     return "\n".join(lines)
 
 
@@ -156,33 +196,110 @@ def _error(command: str | None, message: str) -> None:
 # --- Commands ---------------------------------------------------------------------------
 
 
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _capability_columns() -> list[tuple[str, str]]:
+    """``(capability, column header)`` for each of `CAPABILITIES`, in its order."""
+    return [(name, _CAPABILITY_HEADERS.get(name, name)) for name in CAPABILITIES]
+
+
 def _list(args: argparse.Namespace) -> int:
     names = attnkit.list_variants(args.pattern)
     if not names:
         available = ", ".join(attnkit.list_variants()) or "none"
         print(f"no variant matches {args.pattern!r}; variants: {available}", file=sys.stderr)
         return _EXIT_OK
+    capabilities = _capability_columns()
     rows = []
     for name in names:
         cls = attnkit.get_variant(name)
         stage = str(cls.stage) if cls.stage is not None else "-"
-        rows.append([name, stage, "yes" if cls.causal else "no", cls.plugin or "-", cls.summary])
-    print(_table(["name", "stage", "causal", "plugin", "summary"], rows, shrink=4))
+        supported = [_yes_no(capability in cls.capabilities) for capability, _ in capabilities]
+        rows.append([name, stage, _yes_no(cls.causal), *supported, cls.summary])
+    headers = ["name", "stage", "causal", *(header for _, header in capabilities), "summary"]
+    print(_table(headers, rows, shrink=len(headers) - 1))
+    return _EXIT_OK
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    names = attnkit.list_kernels(args.pattern)
+    if not names:
+        available = ", ".join(attnkit.list_kernels()) or "none"
+        print(f"no kernel matches {args.pattern!r}; kernels: {available}", file=sys.stderr)
+        return _EXIT_OK
+    rows = []
+    for name in names:
+        kernel = attnkit.get_kernel(name)
+        rows.append([name, _yes_no(kernel.returns_weights), kernel.plugin or "-", kernel.summary])
+    print(_table(["name", "weights", "plugin", "summary"], rows, shrink=3))
     return _EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
-    cls = attnkit.get_variant(args.name)
-    print(f"{cls.name}: {cls.summary}" if cls.summary else cls.name)
+    try:
+        cls = attnkit.get_variant(args.name)
+    except UnknownVariantError as not_a_variant:
+        try:
+            kernel = attnkit.get_kernel(args.name)
+        except UnknownKernelError as not_a_kernel:
+            raise _unknown_name(args.name, not_a_variant, not_a_kernel) from None
+        _show_kernel(kernel)
+        return _EXIT_OK
+    _show_variant(cls)
+    try:
+        kernel = attnkit.get_kernel(args.name)
+    except UnknownKernelError:
+        return _EXIT_OK
+    print()
+    print(
+        _fill(
+            f"{args.name!r} also names a kernel, from {_describe_plugin(kernel.plugin)}; "
+            f"this is the variant. 'attnkit kernels {args.name}' lists the kernel."
+        )
+    )
+    return _EXIT_OK
+
+
+def _unknown_name(
+    name: str, not_a_variant: UnknownVariantError, not_a_kernel: UnknownKernelError
+) -> UnknownVariantError:
+    """The registry's error for a name that is neither a variant nor a kernel: the
+    kernel's if only it suggests a close match, else the variant's, naming the kernels."""
+    if close_matches(name, not_a_kernel.available) and not close_matches(
+        name, not_a_variant.available
+    ):
+        return not_a_kernel
+    kernels = ", ".join(not_a_kernel.available) or "none"
+    return UnknownVariantError(
+        f"{not_a_variant}. Nor is {name!r} a kernel; kernels: {kernels}",
+        name,
+        not_a_variant.available,
+    )
+
+
+def _headline(name: str, summary: str) -> str:
+    return textwrap.fill(f"{name}: {summary}" if summary else name, width=_width())
+
+
+def _show_variant(cls: type[attnkit.Attention]) -> None:
+    print(_headline(cls.name, cls.summary))
     print()
     details = [
         ("class", f"{cls.__module__}.{cls.__qualname__}"),
         ("stage", str(cls.stage) if cls.stage is not None else "-"),
-        ("causal", "yes" if cls.causal else "no"),
+        ("causal", _yes_no(cls.causal)),
         ("from", _describe_plugin(cls.plugin)),
     ]
     for label, value in details:
         print(f"  {label + ':':<8} {value}")
+    print()
+    print("capabilities:")
+    rows = [
+        [name, _yes_no(name in cls.capabilities), meaning] for name, meaning in CAPABILITIES.items()
+    ]
+    print(_table(["name", "supported", "meaning"], rows, shrink=2, wrap=True, indent=2))
     print()
     parameters = inspect.signature(cls).parameters.values()
     rows = []
@@ -198,11 +315,54 @@ def _show(args: argparse.Namespace) -> int:
         rows.append([parameter.name, _annotation(parameter), default])
     if rows:
         print("parameters:")
-        table = _table(["name", "type", "default"], rows, shrink=2)
-        print(textwrap.indent(table, "  "))
+        print(_table(["name", "type", "default"], rows, shrink=2, indent=2))
     else:
         print("parameters: none")
-    return _EXIT_OK
+
+
+def _show_kernel(kernel: attnkit.Kernel) -> None:
+    function = kernel.function
+    print(_headline(kernel.name, kernel.summary))
+    print()
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    weights = "yes, it can" if kernel.returns_weights else "no, it cannot"
+    details = [
+        ("kernel", "an attnkit.Kernel, the computation a variant's kernel= chooses"),
+        ("function", f"{module}.{qualname}" if module and qualname else repr(function)),
+        ("weights", f"{weights} return the attention weights (need_weights=True)"),
+        ("from", _describe_plugin(kernel.plugin)),
+    ]
+    for label, value in details:
+        print(
+            textwrap.fill(
+                value,
+                width=_width(),
+                initial_indent=f"  {label + ':':<10}",
+                subsequent_indent=" " * 12,
+                break_on_hyphens=False,
+            )
+        )
+    print()
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some built-in callables have none
+        print("signature: not available")
+    else:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        call = f"{getattr(function, '__name__', kernel.name)}{bare}"
+        print("signature:")
+        print(textwrap.fill(call, width=_width(), initial_indent="  ", subsequent_indent="    "))
+    lines = (inspect.getdoc(function) or "").splitlines()
+    if lines and lines[0].strip() == kernel.summary:
+        lines = lines[1:]
+    text = "\n".join(lines).strip("\n")
+    if text:
+        print()
+        print(textwrap.indent(text, "  "))
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -211,11 +371,13 @@ def _plugins(args: argparse.Namespace) -> int:
     for info in plugins:
         distribution = f"{info.distribution} {info.version}" if info.distribution else "-"
         if info.error:
-            variants = "failed to load (see below)"
+            variants, kernels = "failed to load (see below)", "-"
         else:
             variants = ", ".join(info.variants) or "none"
-        rows.append([info.name, distribution, variants])
-    print(_table(["plugin", "distribution", "variants"], rows, shrink=2, wrap=True))
+            kernels = ", ".join(info.kernels) or "none"
+        rows.append([info.name, distribution, variants, kernels])
+    headers = ["plugin", "distribution", "variants", "kernels"]
+    print(_table(headers, rows, shrink=(2, 3), wrap=True))
     selection = os.environ.get(loader.PLUGINS_ENV)
     if selection is not None:
         chosen = selection.strip() or "none"
@@ -304,6 +466,16 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _add_pattern(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "pattern",
+        nargs="?",
+        default="*",
+        metavar="PATTERN",
+        help="only names matching this fnmatch pattern (*, ?, [seq]); quote it in the shell",
+    )
+
+
 def _build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
     """The ``attnkit`` argument parser.
 
@@ -317,7 +489,7 @@ def _build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="List, inspect and check attnkit attention variants and plugins.",
+        description="List, inspect and check attnkit attention variants, kernels and plugins.",
         epilog=(
             "exit status: 0 success, 1 a check failed, 2 bad usage.\n\nenvironment:\n"
             + textwrap.indent(
@@ -335,43 +507,66 @@ def _build_parser(*, bench: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {attnkit.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    capability_headers = ", ".join(header for _, header in _capability_columns())
     list_parser = commands.add_parser(
         "list",
-        help="list the registered variants",
+        help="list the registered variants and their capabilities",
         description=_fill(
-            "A table of the registered variants: name, stage, causal, plugin and summary."
+            f"A table of the registered variants: name, stage, causal, one column per "
+            f"capability ({capability_headers}) and summary. 'attnkit show NAME' gives a "
+            f"variant's plugin, and 'attnkit plugins' what each plugin registered."
+        )
+        + "\n\ncapabilities (yes: forward takes the argument):\n"
+        + "\n".join(
+            textwrap.fill(
+                f"{name}: {CAPABILITIES[name]}",
+                width=78,
+                initial_indent=f"  {header:<10} ",
+                subsequent_indent=" " * 13,
+                break_on_hyphens=False,
+            )
+            for name, header in _capability_columns()
         ),
         epilog="examples:\n  attnkit list\n  attnkit list 'multihead*'",
         formatter_class=formatter,
     )
-    list_parser.add_argument(
-        "pattern",
-        nargs="?",
-        default="*",
-        metavar="PATTERN",
-        help="only names matching this fnmatch pattern (*, ?, [seq]); quote it in the shell",
-    )
+    _add_pattern(list_parser)
     list_parser.set_defaults(handler=_list)
+
+    kernels = commands.add_parser(
+        "kernels",
+        help="list the registered kernels",
+        description=_fill(
+            "A table of the registered kernels, the computation a variant's kernel= "
+            "argument chooses: name, whether it can return the attention weights, plugin "
+            "and summary."
+        ),
+        epilog="examples:\n  attnkit kernels\n  attnkit kernels 's*'",
+        formatter_class=formatter,
+    )
+    _add_pattern(kernels)
+    kernels.set_defaults(handler=_kernels)
 
     show = commands.add_parser(
         "show",
-        help="show one variant: summary, plugin and constructor parameters",
+        help="show one variant or kernel: summary, plugin, capabilities, parameters",
         description=_fill(
-            "A variant's summary, class, plugin and version, and its constructor parameters "
-            "with their defaults."
+            "A variant's summary, class, plugin and version, its capabilities and its "
+            "constructor parameters with their defaults; or a kernel's summary, function, "
+            "plugin and signature. A name that is both shows the variant."
         ),
-        epilog="example:\n  attnkit show multihead",
+        epilog="examples:\n  attnkit show multihead\n  attnkit show sdpa",
         formatter_class=formatter,
     )
-    show.add_argument("name", metavar="NAME", help="the variant's registered name")
+    show.add_argument("name", metavar="NAME", help="a variant's or kernel's registered name")
     show.set_defaults(handler=_show)
 
     plugins = commands.add_parser(
         "plugins",
-        help="list installed plugins, their versions and load errors",
+        help="list installed plugins, their versions, variants, kernels and load errors",
         description=_fill(
-            "Every plugin attnkit found, built-ins first: its distribution, version, status "
-            "and variants, then the error of each plugin that failed to load."
+            "Every plugin attnkit found, built-ins first: its distribution, version, status, "
+            "variants and kernels, then the error of each plugin that failed to load."
         ),
         formatter_class=formatter,
     )
@@ -472,8 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples:
         >>> status = main(["list", "causal"])  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
-        name    stage  causal  plugin          summary
-        causal  3      yes     attnkit.causal  ...
+        name    stage  causal  mask  positions  cache  weights  summary
+        causal  3      yes     yes   no         yes    yes      ...
         >>> status
         0
     """

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +25,8 @@ import pytest
 import attnkit
 from attnkit import registry
 from attnkit._arguments import STANDARD_SIZES
-from attnkit.cli import _parse_value, main
+from attnkit.cli import _CAPABILITY_HEADERS, _parse_value, main
+from attnkit.interface import CAPABILITIES
 from attnkit.testing import CHECKS
 
 DISTRIBUTIONS = Path(__file__).parent / "distributions"
@@ -75,6 +77,37 @@ def standard_sizes(*names: str) -> str:
     return ", ".join(f"{name}={STANDARD_SIZES[name]!r}" for name in names)
 
 
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The rows of a table the command printed, as ``{header: cell}``.
+
+    Columns start where their one-word headers do; a line whose first column is
+    blank continues the row above (a wrapped cell), and its words are joined on.
+    """
+    header, *lines = text.rstrip("\n").splitlines()
+    names = header.split()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    rows: list[dict[str, str]] = []
+    for line in lines:
+        bounds = zip(starts, [*starts[1:], None], strict=True)
+        cells = [line[start:end].strip() for start, end in bounds]
+        if cells[0]:
+            rows.append(dict(zip(names, cells, strict=True)))
+        else:
+            for name, cell in zip(names, cells, strict=True):
+                rows[-1][name] = f"{rows[-1][name]} {cell}".strip()
+    return rows
+
+
+def local_registry(monkeypatch, capsys):
+    """A fresh registry for in-process registrations (put back after), output cleared."""
+    for name in [name for name in os.environ if name.startswith("ATTNKIT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(registry, "_registry", None)
+    attnkit.list_variants()  # load the installed plugins before registering beside them
+    capsys.readouterr()
+
+
 # --- Help and usage ----------------------------------------------------------------------
 
 
@@ -83,12 +116,13 @@ def standard_sizes(*names: str) -> str:
     [
         ([], "usage: attnkit [-h] [--version] COMMAND ..."),
         (["list"], "usage: attnkit list [-h] [PATTERN]"),
+        (["kernels"], "usage: attnkit kernels [-h] [PATTERN]"),
         (["show"], "usage: attnkit show [-h] NAME"),
         (["plugins"], "usage: attnkit plugins [-h]"),
         (["check"], "usage: attnkit check [-h] [--arg KEY=VALUE] [--skip CHECK]"),
         (["bench"], "usage: attnkit bench [-h]"),
     ],
-    ids=["attnkit", "list", "show", "plugins", "check", "bench"],
+    ids=["attnkit", "list", "kernels", "show", "plugins", "check", "bench"],
 )
 def test_help(attnkit_command, args, usage):
     result = attnkit_command(*args, "--help")
@@ -98,10 +132,14 @@ def test_help(attnkit_command, args, usage):
     if args != ["bench"]:  # attnkit.bench writes its own help
         assert_fits_80_columns(result.stdout)
     if not args:
-        for command in ["list", "show", "plugins", "check", "bench"]:
+        for command in ["list", "kernels", "show", "plugins", "check", "bench"]:
             assert re.search(rf"^    {command} +\w", result.stdout, flags=re.MULTILINE)
         assert "exit status: 0 success, 1 a check failed, 2 bad usage." in result.stdout
         assert "ATTNKIT_PLUGINS" in result.stdout and "ATTNKIT_STRICT_PLUGINS=1" in result.stdout
+    if args == ["list"]:  # every capability's column is explained, with its meaning
+        text = " ".join(result.stdout.split())
+        for name, meaning in CAPABILITIES.items():
+            assert f"{_CAPABILITY_HEADERS[name]} {name}: {meaning}" in text
     if args == ["check"]:
         for check in CHECKS:  # every check is listed with its rule
             assert re.search(rf"^  {check.name} +\S", result.stdout, flags=re.MULTILINE)
@@ -123,8 +161,22 @@ def test_version(attnkit_command):
         (
             ["show", "casual"],
             "attnkit show: error: unknown attention variant 'casual'; did you mean 'causal'? "
-            "Available: causal, multihead",
+            "Available: causal, ",
         ),
+        (
+            ["show", "spda"],  # close to a kernel, not to a variant: the kernel's error
+            "attnkit show: error: unknown attention kernel 'spda'; did you mean 'sdpa'? "
+            "Available: ",
+        ),
+        (
+            ["show", "xyz"],  # close to nothing: both lists
+            "attnkit show: error: unknown attention variant 'xyz' Available: causal, ",
+        ),
+        (
+            ["show", "xyz"],
+            ". Nor is 'xyz' a kernel; kernels: ",
+        ),
+        (["kernels", "a", "b"], "attnkit: error: unrecognized arguments: b"),
         (["check"], "attnkit check: error: the following arguments are required: NAME"),
         (
             ["check", "casual"],
@@ -195,20 +247,57 @@ def test_a_skipped_compile_check_needs_no_known_backend(attnkit_command):
 
 
 BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+BUILTIN_KERNELS = ["explicit", "flex", "sdpa"]
+CAPABILITY_HEADERS = [_CAPABILITY_HEADERS[name] for name in CAPABILITIES]
+
+
+def test_every_capability_has_a_short_column_header():
+    assert list(_CAPABILITY_HEADERS) == list(CAPABILITIES)
+    assert CAPABILITY_HEADERS == ["mask", "positions", "cache", "weights"]
 
 
 def test_list_prints_a_table_that_fits_80_columns(attnkit_command):
     result = attnkit_command("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["name", "stage", "causal", "plugin", "summary"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert lines[0].split() == ["name", "stage", "causal", *CAPABILITY_HEADERS, "summary"]
+    rows = {row["name"]: row for row in parse_table(result.stdout)}
     assert {*BUILTINS, "window"} <= set(rows)
-    assert rows["causal"][1:4] == ["3", "yes", "attnkit.causal"]
-    assert rows["simple"][1:4] == ["1", "no", "attnkit.simple"]
-    assert rows["window"][1:4] == ["-", "yes", "window"]
+    assert [rows["causal"][h] for h in ("stage", "causal")] == ["3", "yes"]
+    assert [rows["simple"][h] for h in ("stage", "causal")] == ["1", "no"]
+    assert [rows["window"][h] for h in ("stage", "causal")] == ["-", "yes"]
     assert any(line.endswith("...") for line in lines), "long summaries are truncated"
     assert_fits_80_columns(result.stdout)
+
+
+def test_list_shows_every_variants_capabilities(attnkit_command):
+    result = attnkit_command("list")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in parse_table(result.stdout)}
+    assert set(rows) == set(attnkit.list_variants())
+    for name, row in rows.items():
+        capabilities = attnkit.get_variant(name).capabilities
+        expected = {
+            header: "yes" if capability in capabilities else "no"
+            for capability, header in _CAPABILITY_HEADERS.items()
+        }
+        assert {header: row[header] for header in CAPABILITY_HEADERS} == expected, name
+    assert [rows["simple"][h] for h in CAPABILITY_HEADERS] == ["no", "no", "no", "yes"]
+
+
+def test_list_shows_a_declared_position_capability(monkeypatch, capsys):
+    local_registry(monkeypatch, capsys)
+
+    @attnkit.register
+    class Positioned(attnkit.get_variant("simple")):
+        """Takes positions and nothing else."""
+
+        name = "positioned"
+        capabilities = frozenset({"position_ids"})
+
+    assert main(["list", "positioned"]) == 0
+    [row] = parse_table(capsys.readouterr().out)
+    assert [row[h] for h in CAPABILITY_HEADERS] == ["no", "yes", "no", "no"]
 
 
 def test_list_filters_by_pattern(attnkit_command):
@@ -216,25 +305,71 @@ def test_list_filters_by_pattern(attnkit_command):
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert names == ["multihead", "multihead_wrapper"]
-    assert "  Efficient causal multi-h" in result.stdout  # summaries are cut to fit
+    assert "  Efficient ..." in result.stdout  # summaries are cut to fit
 
 
 def test_list_says_when_nothing_matches(attnkit_command):
     result = attnkit_command("list", "zzz*")
     assert result.returncode == 0
     assert result.stdout == ""
-    assert result.stderr.startswith("no variant matches 'zzz*'; variants: causal, multihead")
+    variants = ", ".join(attnkit.list_variants())
+    assert result.stderr == f"no variant matches 'zzz*'; variants: {variants}\n"
+
+
+def test_kernels_prints_a_table_that_fits_80_columns(attnkit_command):
+    result = attnkit_command("kernels")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == ["name", "weights", "plugin", "summary"]
+    rows = {row["name"]: row for row in parse_table(result.stdout)}
+    assert list(rows) == attnkit.list_kernels()
+    assert set(BUILTIN_KERNELS) <= set(rows)
+    for name in BUILTIN_KERNELS:
+        kernel = attnkit.get_kernel(name)
+        assert rows[name]["weights"] == ("yes" if kernel.returns_weights else "no")
+        assert rows[name]["plugin"] == "attnkit.kernels"
+        assert rows[name]["summary"].removesuffix("...") in kernel.summary
+    assert rows["explicit"]["weights"] == "yes" and rows["sdpa"]["weights"] == "no"
+    assert rows["sdpa"]["summary"].startswith("PyTorch's fused")
+    assert_fits_80_columns(result.stdout)
+
+
+def test_kernels_filters_by_pattern(attnkit_command):
+    result = attnkit_command("kernels", "[ef]*")
+    assert result.returncode == 0, result.stderr
+    assert [row["name"] for row in parse_table(result.stdout)] == ["explicit", "flex"]
+
+
+def test_kernels_says_when_nothing_matches(attnkit_command):
+    result = attnkit_command("kernels", "zzz*")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"no kernel matches 'zzz*'; kernels: {', '.join(attnkit.list_kernels())}\n"
+    )
+
+
+def test_kernels_lists_one_registered_in_process(monkeypatch, capsys):
+    local_registry(monkeypatch, capsys)
+    sdpa = attnkit.get_kernel("sdpa").function
+    attnkit.register(attnkit.Kernel("notebook", sdpa, summary="A kernel from a notebook."))
+    assert main(["kernels", "notebook"]) == 0
+    [row] = parse_table(capsys.readouterr().out)
+    assert row == {
+        "name": "notebook",
+        "weights": "no",
+        "plugin": "local",
+        "summary": "A kernel from a notebook.",
+    }
 
 
 def test_show_a_builtin(attnkit_command):
     result = attnkit_command("show", "multihead")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == (
-        "multihead: Efficient causal multi-head attention: one projection each for Q, K, V, "
-        "split into heads."
-    )
     out = result.stdout
+    assert out.startswith(  # the summary is wrapped to the terminal
+        "multihead: Efficient causal multi-head attention: one projection each for Q, K,\n"
+        "V, split into heads.\n\n"
+    )
     assert "  class:   attnkit_builtins.multihead.MultiHeadAttention\n" in out
     assert "  stage:   4\n  causal:  yes\n" in out
     assert (
@@ -244,6 +379,23 @@ def test_show_a_builtin(attnkit_command):
     assert re.search(r"^  d_in +int +required$", out, flags=re.MULTILINE)
     assert re.search(r"^  dropout +float +0\.0$", out, flags=re.MULTILINE)
     assert re.search(r"^  num_heads +int +required \(keyword-only\)$", out, flags=re.MULTILINE)
+    assert "is also" not in out and "kernel;" not in out
+    assert_fits_80_columns(out)
+
+
+def test_show_lists_the_capabilities_with_their_meaning(attnkit_command):
+    result = attnkit_command("show", "causal")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    block = out[out.index("\ncapabilities:\n") + 15 : out.index("\nparameters:")]
+    rows = parse_table(textwrap.dedent(block))
+    declared = attnkit.get_variant("causal").capabilities
+    assert {"attention_mask", "kv_cache", "weights"} <= declared
+    assert rows == [
+        {"name": name, "supported": "yes" if name in declared else "no", "meaning": meaning}
+        for name, meaning in CAPABILITIES.items()
+    ]
+    assert_fits_80_columns(out)
 
 
 def test_show_a_third_party_variant_with_its_version(attnkit_command):
@@ -271,15 +423,112 @@ def test_show_a_variant_registered_in_process(attnkit_command, monkeypatch, caps
     assert "  from:    plugin 'local', registered in-process\n" in out
 
 
+def test_show_a_builtin_kernel(attnkit_command):
+    result = attnkit_command("show", "sdpa")
+    assert result.returncode == 0, result.stderr
+    version = attnkit.__version__
+    out = result.stdout
+    assert out[: out.index("need_weights,") + 14] == (
+        "sdpa: PyTorch's fused scaled_dot_product_attention; the default kernel.\n"
+        "\n"
+        "  kernel:   an attnkit.Kernel, the computation a variant's kernel= chooses\n"
+        "  function: attnkit_builtins.kernels.sdpa\n"
+        "  weights:  no, it cannot return the attention weights (need_weights=True)\n"
+        f"  from:     plugin 'attnkit.kernels' (distribution attnkit {version}), built in\n"
+        "\n"
+        "signature:\n"
+        "  sdpa(query, key, value, *, mask, scale, dropout_p, training, need_weights,\n"
+    )
+    assert out.endswith("**options)\n")  # its own options, if any, before
+    assert_fits_80_columns(out)
+
+
+def test_show_a_kernel_with_its_docstring(monkeypatch, capsys):
+    local_registry(monkeypatch, capsys)
+
+    def halved(query, key, value, *, mask, scale, dropout_p, training, need_weights, factor=0.5):
+        """Half of the explicit kernel's context.
+
+        A kernel for a test: its docstring goes on past the summary.
+        """
+        context, weights = attnkit.get_kernel("explicit").function(
+            query,
+            key,
+            value,
+            mask=mask,
+            scale=scale,
+            dropout_p=dropout_p,
+            training=training,
+            need_weights=need_weights,
+        )
+        return context * factor, weights
+
+    attnkit.register(attnkit.Kernel("halved", halved, returns_weights=True))
+    assert main(["show", "halved"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("halved: Half of the explicit kernel's context.\n\n")
+    assert f"  function: {__name__}.test_show_a_kernel_with_its_docstring.<locals>.halved\n" in out
+    assert "  weights:  yes, it can return the attention weights (need_weights=True)\n" in out
+    assert "  from:     plugin 'local', registered in-process\n" in out
+    assert out.endswith(
+        "signature:\n"
+        "  halved(query, key, value, *, mask, scale, dropout_p, training, need_weights,\n"
+        "    factor=0.5)\n"
+        "\n"
+        "  A kernel for a test: its docstring goes on past the summary.\n"
+    )
+
+
+def test_show_a_kernel_without_signature_or_docstring(monkeypatch, capsys):
+    local_registry(monkeypatch, capsys)
+    attnkit.register(attnkit.Kernel("builtin_max", max, summary="Not a real kernel."))
+    assert main(["show", "builtin_max"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("builtin_max: Not a real kernel.\n")
+    assert "  function: builtins.max\n" in out
+    assert "\nsignature: not available\n\n  max(iterable" in out  # then its docstring
+
+    attnkit.register(attnkit.Kernel("anonymous", lambda q, k, v, **kw: (q, None)))
+    assert main(["show", "anonymous"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("anonymous\n\n")  # no summary to show
+    assert out.endswith("signature:\n  <lambda>(q, k, v, **kw)\n")
+
+
+def test_show_a_name_that_is_a_variant_and_a_kernel(monkeypatch, capsys):
+    local_registry(monkeypatch, capsys)
+    attnkit.register(attnkit.Kernel("causal", attnkit.get_kernel("sdpa").function))
+    assert main(["show", "causal"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("causal: Causal self-attention")
+    assert "  class:   attnkit_builtins.causal.CausalAttention\n" in out
+    assert "signature:" not in out
+    assert out.endswith(
+        "\n'causal' also names a kernel, from plugin 'local', registered in-process; this\n"
+        "is the variant. 'attnkit kernels causal' lists the kernel.\n"
+    )
+
+
 def test_plugins_lists_each_plugin_with_its_distribution_and_version(attnkit_command):
     result = attnkit_command("plugins")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["plugin", "distribution", "variants"]
-    assert re.search(
-        rf"^attnkit\.causal +attnkit {attnkit.__version__} +causal$", result.stdout, re.M
-    )
-    assert re.search(r"^window +attnkit-window 0\.1\.0 +window$", result.stdout, re.M)
+    assert lines[0].split() == ["plugin", "distribution", "variants", "kernels"]
+    rows = {row["plugin"]: row for row in parse_table(result.stdout)}
+    builtin = f"attnkit {attnkit.__version__}"
+    assert rows["attnkit.causal"] == {
+        "plugin": "attnkit.causal",
+        "distribution": builtin,
+        "variants": "causal",
+        "kernels": "none",
+    }
+    assert rows["attnkit.multihead"]["variants"] == "multihead, multihead_wrapper"
+    assert rows["attnkit.kernels"]["variants"] == "none"
+    assert sorted(rows["attnkit.kernels"]["kernels"].split(", ")) == BUILTIN_KERNELS
+    assert rows["window"]["distribution"] == "attnkit-window 0.1.0"
+    assert rows["window"]["variants"] == "window"
+    assert rows["window"]["kernels"] == ", ".join(registry.get_plugin("window").kernels) or "none"
     assert "load errors" not in result.stdout
     assert_fits_80_columns(result.stdout)
 
@@ -288,8 +537,16 @@ def test_plugins_reports_load_errors_and_the_rest_still_load(attnkit_command):
     result = attnkit_command("plugins", folders=("import_error", "hook_error", "good"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert re.search(r"^good +attnkit-test-good 1\.0 +uniform_good$", out, re.M)
-    assert re.search(r"^import_error +attnkit-test-import-error 1\.0 +failed to load", out, re.M)
+    rows = {row["plugin"]: row for row in parse_table(out[: out.index("\n\nload errors:")])}
+    assert rows["good"] == {
+        "plugin": "good",
+        "distribution": "attnkit-test-good 1.0",
+        "variants": "uniform_good",
+        "kernels": "none",
+    }
+    assert rows["import_error"]["distribution"] == "attnkit-test-import-error 1.0"
+    assert rows["import_error"]["variants"] == "failed to load (see below)"
+    assert rows["import_error"]["kernels"] == "-"
     errors = " ".join(out[out.index("load errors:") :].split())
     assert "plugin 'import_error' (distribution attnkit-test-import-error 1.0):" in errors
     assert "ModuleNotFoundError: No module named 'attnkit_missing_dependency'" in errors
@@ -313,6 +570,7 @@ def test_attnkit_plugins_honours_the_selection_variable(attnkit_command):
     result = attnkit_command("plugins", folders=("good",), ATTNKIT_PLUGINS="")
     assert result.returncode == 0, result.stderr
     assert "window" not in result.stdout and "uniform_good" not in result.stdout
+    assert "chunked" not in attnkit_command("kernels", folders=("good",), ATTNKIT_PLUGINS="").stdout
     assert "ATTNKIT_PLUGINS='': third-party plugins from none only" in result.stdout
 
 
