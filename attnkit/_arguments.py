@@ -33,6 +33,8 @@ STANDARD_SIZES: dict[str, Any] = {
     "d_out": 8,
     "context_length": 16,
     "num_heads": 2,
+    "num_kv_heads": 1,
+    "kv_latent_dim": 4,
     "dropout": 0.0,
 }
 """Small sizes that tools build variants with; each variant takes the keys it accepts."""

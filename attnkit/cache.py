@@ -57,39 +57,65 @@ class KVCache:
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
         self._length = 0
+        self._held = 0
         self._children: dict[int, KVCache] = {}
         self._owner: weakref.ReferenceType[Any] | None = None
         self._owner_name = ""
 
     @property
     def length(self) -> int:
-        """How many tokens the cache holds (for a composite module, its first part's count)."""
+        """How many tokens the cache has seen (for a composite module, its first part's count).
+
+        For a sliding-window cache this keeps counting past the window, so positions
+        continue; `held` says how many tokens are stored.
+        """
         if self._keys is None and self._children:
             return self._children[min(self._children)].length
         return self._length
 
     @property
+    def held(self) -> int:
+        """How many tokens' keys and values are stored: `length`, or at most the window."""
+        if self._keys is None and self._children:
+            return self._children[min(self._children)].held
+        return self._held
+
+    @property
     def keys(self) -> torch.Tensor | None:
-        return None if self._keys is None else self._keys[:, :, : self._length]
+        return None if self._keys is None else self._keys[:, :, : self._held]
 
     @property
     def values(self) -> torch.Tensor | None:
-        return None if self._values is None else self._values[:, :, : self._length]
+        return None if self._values is None else self._values[:, :, : self._held]
+
+    def nbytes(self) -> int:
+        """Bytes of the keys and values stored now, all parts included."""
+        own = sum(t.numel() * t.element_size() for t in (self.keys, self.values) if t is not None)
+        return own + sum(child.nbytes() for child in self._children.values())
 
     def append(
-        self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the keys and values of new tokens; return those of every token so far.
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor | None = None,
+        capacity: int | None = None,
+        *,
+        window: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Store the keys and values of new tokens; return those of every token held.
 
         Args:
             keys: ``(batch, heads, new_tokens, d_k)``.
-            values: ``(batch, heads, new_tokens, d_v)``.
-            capacity: The most tokens this cache will hold (the module's
+            values: ``(batch, heads, new_tokens, d_v)``, or ``None`` for a module
+                that caches one tensor per token (a latent, say) as ``keys``.
+            capacity: The most tokens this cache will see (the module's
                 ``context_length``); buffers of that size are allocated once.
+            window: Keep only the last ``window`` tokens (a ring buffer for
+                sliding-window attention): memory stops growing at the window.
 
         Returns:
-            ``(keys, values)`` of shapes ``(batch, heads, length, d_k)`` and
-            ``(batch, heads, length, d_v)``, ``length`` counting the new tokens.
+            ``(keys, values)`` of shapes ``(batch, heads, held, d_k)`` and
+            ``(batch, heads, held, d_v)``: the tokens held before this call (at
+            most ``window``) followed by the new ones, in order.
 
         Raises:
             ValueError: The new keys do not match the stored ones in batch size,
@@ -103,20 +129,26 @@ class KVCache:
                 f"KVCache: holds {self._length} tokens and {new} more would exceed the "
                 f"capacity of {capacity}; start a new cache or call reset()"
             )
-        if torch.is_grad_enabled():
-            self._keys = keys if self._keys is None else torch.cat((self.keys, keys), dim=2)
-            self._values = (
-                values if self._values is None else torch.cat((self.values, values), dim=2)
-            )
-        else:
-            self._write_in_place(keys, values, capacity)
         self._length += new
-        return self.keys, self.values
+        if window is None and not torch.is_grad_enabled():
+            self._write_in_place(keys, values, capacity)
+            return self.keys, self.values
+        # With gradients on, concatenate: autograd must never see an in-place write.
+        all_keys = keys if self._keys is None else torch.cat((self.keys, keys), dim=2)
+        all_values = values
+        if values is not None and self._values is not None:
+            all_values = torch.cat((self.values, values), dim=2)
+        self._keys, self._values = all_keys, all_values
+        if window is not None and all_keys.shape[2] > window:
+            self._keys = all_keys[:, :, -window:]
+            self._values = None if all_values is None else all_values[:, :, -window:]
+        self._held = self._keys.shape[2]
+        return all_keys, all_values
 
     def _write_in_place(
-        self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None
+        self, keys: torch.Tensor, values: torch.Tensor | None, capacity: int | None
     ) -> None:
-        start, end = self._length, self._length + keys.shape[2]
+        start, end = self._held, self._held + keys.shape[2]
         # Buffers made under torch.inference_mode() cannot be written outside it, and a
         # buffer from the concatenating path may be part of an autograd graph: copy both.
         stale = self._keys is not None and (
@@ -127,17 +159,31 @@ class KVCache:
             size = max(end, capacity or end)
             old_keys, old_values = self.keys, self.values
             self._keys = keys.new_empty((*keys.shape[:2], size, keys.shape[3]))
-            self._values = values.new_empty((*values.shape[:2], size, values.shape[3]))
             if old_keys is not None:
                 self._keys[:, :, :start] = old_keys.detach()
-                self._values[:, :, :start] = old_values.detach()
+            if values is not None:
+                self._values = values.new_empty((*values.shape[:2], size, values.shape[3]))
+                if old_values is not None:
+                    self._values[:, :, :start] = old_values.detach()
         self._keys[:, :, start:end] = keys
-        self._values[:, :, start:end] = values
+        if values is not None:
+            self._values[:, :, start:end] = values
+        self._held = end
 
-    def _check_compatible(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def _check_compatible(self, keys: torch.Tensor, values: torch.Tensor | None) -> None:
         stored_k, stored_v = self._keys, self._values
-        assert stored_k is not None and stored_v is not None
-        for label, new, stored in (("keys", keys, stored_k), ("values", values, stored_v)):
+        assert stored_k is not None
+        if (values is None) != (stored_v is None):
+            raise ValueError(
+                "KVCache: this cache holds keys "
+                f"{'and values' if stored_v is not None else 'only'}, but "
+                f"{'keys only' if values is None else 'keys and values'} were given; use one "
+                f"cache per module"
+            )
+        pairs = [("keys", keys, stored_k)]
+        if values is not None:
+            pairs.append(("values", values, stored_v))
+        for label, new, stored in pairs:
             if new.dim() != 4 or (*new.shape[:2], new.shape[3]) != (
                 *stored.shape[:2],
                 stored.shape[3],
@@ -183,6 +229,7 @@ class KVCache:
         """Empty the cache to start a new sequence."""
         self._keys = self._values = None
         self._length = 0
+        self._held = 0
         self._children.clear()
         self._owner = None
         self._owner_name = ""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -151,6 +151,17 @@ class Attention(nn.Module):
             ``(batch, heads, tokens, past + tokens)``.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    @classmethod
+    def kv_cache_elements(cls, arguments: Mapping[str, Any], tokens: int) -> int | None:
+        """Elements the KV cache holds per sequence after ``tokens`` tokens, or ``None``.
+
+        Computed from the constructor ``arguments`` (defaults filled in), without
+        building the module, so that `attnkit.models.kv_cache_bytes` can size the
+        cache of a model too large to build. Variants with a KV cache declare it;
+        the conformance kit checks the declaration against a real cache.
+        """
+        return None
 
     @property
     def output_dim(self) -> int | None:

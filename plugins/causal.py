@@ -14,6 +14,9 @@ $$
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -80,6 +83,11 @@ class CausalAttention(attnkit.Attention):
         self.dropout = nn.Dropout(dropout)
         # The causal mask follows from positions; checkpoints saved with it still load.
         self._register_load_state_dict_pre_hook(ignore_saved_mask)
+
+    @classmethod
+    def kv_cache_elements(cls, arguments: Mapping[str, Any], tokens: int) -> int:
+        """A key and a value, ``d_out`` wide, per token."""
+        return 2 * arguments["d_out"] * tokens
 
     def forward(
         self,

@@ -39,6 +39,9 @@ def explicit(
     dropout_p: float,
     training: bool,
     need_weights: bool,
+    softcap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    sinks: torch.Tensor | None = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The readable reference: scores, mask, softmax, dropout, weighted sum; returns the weights."""
@@ -54,12 +57,20 @@ def explicit(
     compute = torch.promote_types(query.dtype, torch.float32)
     scores = (grouped.to(compute) * scale) @ key.to(compute).unsqueeze(2).transpose(-2, -1)
     scores = scores.reshape(batch, heads, tokens_q, tokens_k)
+    if softcap is not None:  # Gemma 2's soft-capping keeps every score within (-cap, cap)
+        scores = softcap * torch.tanh(scores / softcap)
+    if alibi_slopes is not None:  # ALiBi: a penalty growing linearly with the distance
+        scores = scores + alibi_bias(alibi_slopes, tokens_q, tokens_k).to(compute)
     if mask is not None:
         allowed = mask.to_dense(batch, heads, tokens_q, tokens_k, device=query.device)
         # The lowest finite number, not -inf: a row with no allowed key then stays finite
         # (uniform) instead of NaN, and is zeroed below, in outputs and gradients alike.
         scores = scores.masked_fill(~allowed, torch.finfo(compute).min)
-    weights = torch.softmax(scores, dim=-1)
+    if sinks is None:
+        weights = torch.softmax(scores, dim=-1)
+    else:  # a sink per head takes part in the softmax but contributes no value
+        sink = sinks.to(compute).view(1, heads, 1, 1).expand(batch, heads, tokens_q, 1)
+        weights = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
     if mask is not None:
         weights = weights * allowed.any(dim=-1, keepdim=True)
     weights = weights.to(value.dtype)
@@ -79,25 +90,48 @@ def sdpa(
     dropout_p: float,
     training: bool,
     need_weights: bool,
+    softcap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    sinks: torch.Tensor | None = None,
     **options: Any,
 ) -> tuple[torch.Tensor, None]:
     """PyTorch's fused scaled_dot_product_attention; the default kernel."""
     _no_options("sdpa", options)
-    tokens_q, tokens_k = query.shape[2], key.shape[2]
+    if softcap is not None or sinks is not None:
+        # SDPA has no hook into the scores for these: compute them explicitly, exactly.
+        context, _ = explicit(
+            query, key, value, mask=mask, scale=scale, dropout_p=dropout_p,
+            training=training, need_weights=False, softcap=softcap,
+            alibi_slopes=alibi_slopes, sinks=sinks,
+        )  # fmt: skip
+        return context, None
+    batch, heads, tokens_q, _ = query.shape
+    tokens_k = key.shape[2]
     arguments: dict[str, Any] = {
         "dropout_p": dropout_p if training else 0.0,
         "scale": scale,
-        "enable_gqa": query.shape[1] != key.shape[1],
+        "enable_gqa": heads != key.shape[1],
     }
-    if mask is not None and mask.is_causal and tokens_q == tokens_k:
+    visible = None
+    if alibi_slopes is not None:
+        # ALiBi as a float mask: the bias where a key is visible, -inf where it is not.
+        bias = alibi_bias(alibi_slopes, tokens_q, tokens_k).to(query.dtype).unsqueeze(0)
+        if mask is not None:
+            visible = mask.to_dense(batch, heads, tokens_q, tokens_k, device=query.device)
+            bias = bias.masked_fill(~visible, float("-inf"))
+        arguments["attn_mask"] = bias
+    elif mask is not None and mask.is_causal and tokens_q == tokens_k:
         arguments["is_causal"] = True  # lets the fused kernel skip the blocks above the diagonal
     elif mask is not None and not (mask.is_causal and tokens_q == 1):
         # (One new token after cached ones may see every key: no mask needed.)
-        batch, heads = query.shape[:2]
         arguments["attn_mask"] = mask.to_dense(
             batch, heads, tokens_q, tokens_k, device=query.device
         )
-    return F.scaled_dot_product_attention(query, key, value, **arguments), None
+    context = F.scaled_dot_product_attention(query, key, value, **arguments)
+    if visible is not None:  # a float mask of -inf rows would give NaN: such rows get zeros
+        context = context * visible.any(dim=-1, keepdim=True).to(context.dtype)
+        context = context.nan_to_num(0.0)
+    return context, None
 
 
 def flex(
@@ -110,6 +144,9 @@ def flex(
     dropout_p: float,
     training: bool,
     need_weights: bool,
+    softcap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    sinks: torch.Tensor | None = None,
     **options: Any,
 ) -> tuple[torch.Tensor, None]:
     """PyTorch's FlexAttention, compiled, with the mask as a block mask."""
@@ -130,18 +167,41 @@ def flex(
             "torch.no_grad() for inference"
         )
     batch, heads, tokens_q, _ = query.shape
+    if sinks is not None and query.device.type == "cpu":
+        raise NotImplementedError(
+            "kernel 'flex': attention sinks need FlexAttention's log-sum-exp, which PyTorch "
+            "does not return on the CPU; use kernel='sdpa' (or 'explicit') for sinks"
+        )
     block_mask = None
     if mask is not None:
         block_mask = mask.to_block_mask(batch, heads, tokens_q, key.shape[2], device=query.device)
-    context = _compiled_flex_attention()(
+    offset = key.shape[2] - tokens_q  # the queries are the last tokens_q positions
+    score_mod = None
+    if softcap is not None or alibi_slopes is not None:
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            if softcap is not None:
+                score = softcap * torch.tanh(score / softcap)
+            if alibi_slopes is not None:
+                score = score - alibi_slopes[h] * (q_idx + offset - kv_idx)
+            return score
+
+    result = _compiled_flex_attention()(
         query,
         key,
         value,
+        score_mod=score_mod,
         block_mask=block_mask,
         scale=scale,
         enable_gqa=query.shape[1] != key.shape[1],
+        return_lse=sinks is not None,
     )
-    return context, None
+    if sinks is None:
+        return result, None
+    context, lse = result
+    # A sink adds exp(sink) to the softmax's denominator: rescale by sum / (sum + exp(sink)).
+    keep = torch.sigmoid(lse - sinks.view(1, heads, 1).to(lse.dtype))
+    return context * keep.unsqueeze(-1).to(context.dtype), None
 
 
 @functools.cache
@@ -149,6 +209,22 @@ def _compiled_flex_attention() -> Any:
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
+
+
+def alibi_bias(slopes: torch.Tensor, tokens_q: int, tokens_k: int) -> torch.Tensor:
+    """ALiBi's bias ``(heads, tokens_q, tokens_k)``: ``-slope * (i - j)``, query ``i``, key ``j``.
+
+    The queries are the last ``tokens_q`` of ``tokens_k`` positions.
+
+    Examples:
+        >>> alibi_bias(torch.tensor([0.5]), 2, 3)
+        tensor([[[-0.5000, -0.0000,  0.5000],
+                 [-1.0000, -0.5000, -0.0000]]])
+    """
+    queries = torch.arange(tokens_k - tokens_q, tokens_k, device=slopes.device)
+    keys = torch.arange(tokens_k, device=slopes.device)
+    distance = (queries[:, None] - keys[None, :]).to(slopes.dtype)
+    return -slopes.view(-1, 1, 1) * distance
 
 
 def choose_kernel(kernel: str | attnkit.Kernel, owner: str) -> attnkit.Kernel:

@@ -18,15 +18,18 @@ replaces $h$ small ones.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import attnkit
 from attnkit.interface import check_dropout, check_flag, check_positive_int, ignore_saved_mask
-from attnkit.masks import causal, padding
 from attnkit_builtins.causal import CausalAttention
 from attnkit_builtins.kernels import choose_kernel, weights_kernel
+from attnkit_builtins.options import AttentionOptions
 
 
 class MultiHeadAttention(attnkit.Attention):
@@ -45,12 +48,23 @@ class MultiHeadAttention(attnkit.Attention):
         qkv_bias: Give the query, key and value projections a bias.
         kernel: The name of a registered kernel (`attnkit.list_kernels`), or an
             `attnkit.Kernel`.
+        rope_base: Rotary position embeddings with this base, or ``None``.
+        alibi: ALiBi's per-head linear biases instead of position embeddings.
+        qk_norm: RMSNorm on each head's queries and keys.
+        softcap: Soft-cap the scores, ``cap * tanh(scores / cap)``, or ``None``.
+        window: Attend only to the last ``window`` tokens (itself included), with a
+            KV cache that keeps only those; ``None`` for the whole past.
+        sinks: Learn one attention-sink logit per head.
+
+    The six options are explained in `attnkit_builtins.options`; all are off by
+    default, and the variant is then the chapter's.
 
     Attributes:
         W_query: ``nn.Linear(d_in, d_out)``, created first.
         W_key: ``nn.Linear(d_in, d_out)``, created second.
         W_value: ``nn.Linear(d_in, d_out)``, created third.
         out_proj: ``nn.Linear(d_out, d_out)`` with bias, created fourth; mixes the heads.
+        options: The `AttentionOptions`, holding the QK-norm and sink parameters if any.
 
     Examples:
         >>> import attnkit, torch
@@ -65,7 +79,7 @@ class MultiHeadAttention(attnkit.Attention):
     name = "multihead"
     stage = 4
     causal = True
-    capabilities = frozenset({"attention_mask", "kv_cache", "weights"})
+    capabilities = frozenset({"attention_mask", "position_ids", "kv_cache", "weights"})
 
     def __init__(
         self,
@@ -77,21 +91,55 @@ class MultiHeadAttention(attnkit.Attention):
         num_heads: int,
         qkv_bias: bool = False,
         kernel: str | attnkit.Kernel = "sdpa",
+        rope_base: float | None = None,
+        alibi: bool = False,
+        qk_norm: bool = False,
+        softcap: float | None = None,
+        window: int | None = None,
+        sinks: bool = False,
     ) -> None:
         super().__init__(d_in=d_in, d_out=d_out, context_length=context_length)
-        check_dropout(dropout, type(self).__name__)
-        check_positive_int(num_heads, "num_heads", type(self).__name__)
-        check_flag(qkv_bias, "qkv_bias", type(self).__name__)
-        self.kernel = choose_kernel(kernel, type(self).__name__)
-        check_divides(num_heads, d_out, type(self).__name__)
+        owner = type(self).__name__
+        check_dropout(dropout, owner)
+        check_positive_int(num_heads, "num_heads", owner)
+        check_flag(qkv_bias, "qkv_bias", owner)
+        self.kernel = choose_kernel(kernel, owner)
+        check_divides(num_heads, d_out, owner)
         self.num_heads = num_heads
+        self.num_kv_heads = self.key_value_heads(num_heads)
         self.head_dim = d_out // num_heads
+        kv_width = self.num_kv_heads * self.head_dim  # d_out, unless heads share keys
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, kv_width, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, kv_width, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
+        # What today's LLMs add (RoPE, ALiBi, QK-norm, soft-capping, a window, sinks):
+        # all off by default, see attnkit_builtins.options.
+        self.options = AttentionOptions(
+            owner,
+            num_heads=num_heads,
+            head_dim=self.head_dim,
+            rope_base=rope_base,
+            alibi=alibi,
+            qk_norm=qk_norm,
+            softcap=softcap,
+            window=window,
+            sinks=sinks,
+        )
         self._register_load_state_dict_pre_hook(ignore_saved_mask)
+
+    def key_value_heads(self, num_heads: int) -> int:
+        """How many key and value heads the queries' ``num_heads`` heads use: all of them."""
+        return num_heads
+
+    @classmethod
+    def kv_cache_elements(cls, arguments: Mapping[str, Any], tokens: int) -> int:
+        """A key and a value per token and key-value head, for at most ``window`` tokens."""
+        kv_heads = arguments.get("num_kv_heads") or arguments["num_heads"]
+        width = kv_heads * (arguments["d_out"] // arguments["num_heads"])
+        window = arguments.get("window")
+        return 2 * width * (tokens if window is None else min(tokens, window))
 
     def forward(
         self,
@@ -99,19 +147,22 @@ class MultiHeadAttention(attnkit.Attention):
         need_weights: bool = False,
         *,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, past + tokens)``."""  # noqa: E501
         batch, tokens, _ = x.shape
         # (batch, tokens, d_out) -> (batch, num_heads, tokens, head_dim): the split into heads.
         queries, keys, values = self._project(x)
-        split = (batch, tokens, self.num_heads, self.head_dim)
-        queries = queries.view(split).transpose(1, 2)
-        keys = keys.view(split).transpose(1, 2)
-        values = values.view(split).transpose(1, 2)
+        queries = queries.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        keys = keys.view(batch, tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        values = values.view(batch, tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        queries, keys = self.options.queries_and_keys(queries, keys, position_ids)
         if cache is not None:
-            keys, values = cache.append(keys, values, capacity=self.context_length)
-        mask = causal() if attention_mask is None else causal() & padding(attention_mask)
+            keys, values = cache.append(
+                keys, values, capacity=self.context_length, window=self.options.window
+            )
+        mask = self.options.mask(attention_mask, keys.shape[2])  # causal, & padding if given
         kernel = weights_kernel(self.kernel) if need_weights else self.kernel
         context, weights = kernel(
             queries,
@@ -121,6 +172,7 @@ class MultiHeadAttention(attnkit.Attention):
             dropout_p=self.dropout.p,
             training=self.training,
             need_weights=need_weights,
+            **self.options.kernel_options(),
         )
         # Concatenate the heads: (batch, num_heads, tokens, head_dim) -> (batch, tokens, d_out).
         context = context.transpose(1, 2).reshape(batch, tokens, self.d_out)
@@ -128,7 +180,7 @@ class MultiHeadAttention(attnkit.Attention):
         return (context, weights) if need_weights else context
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x @ W_query``, ``x @ W_key``, ``x @ W_value``, each ``(batch, tokens, d_out)``.
+        """``x @ W_query``, ``x @ W_key``, ``x @ W_value``, each ``(batch, tokens, width)``.
 
         Computed as one matrix product against the three weights side by side when
         there are enough rows to pay for joining them; the parameters stay three
@@ -139,7 +191,8 @@ class MultiHeadAttention(attnkit.Attention):
         projections = (self.W_query, self.W_key, self.W_value)
         weight = torch.cat([p.weight for p in projections])
         bias = None if self.W_query.bias is None else torch.cat([p.bias for p in projections])
-        return F.linear(x, weight, bias).split(self.d_out, dim=-1)
+        kv_width = self.W_key.out_features
+        return F.linear(x, weight, bias).split((self.d_out, kv_width, kv_width), dim=-1)
 
 
 # Below this many rows (batch x tokens), as when decoding one token at a time, copying
@@ -225,6 +278,11 @@ class MultiHeadAttentionWrapper(attnkit.Attention):
     def output_dim(self) -> int:
         """``num_heads * d_out``: the heads' outputs side by side."""
         return self.num_heads * self.d_out
+
+    @classmethod
+    def kv_cache_elements(cls, arguments: Mapping[str, Any], tokens: int) -> int:
+        """Each head's key and value, ``d_out`` wide, per token."""
+        return arguments["num_heads"] * 2 * arguments["d_out"] * tokens
 
     def forward(
         self,

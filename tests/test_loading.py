@@ -27,7 +27,15 @@ from attnkit.errors import PluginLoadError, PluginLoadWarning
 from tests.helpers import build, input_width
 
 DISTRIBUTIONS = Path(__file__).parent / "distributions"
-BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+BUILTINS = [
+    "causal",
+    "gqa",
+    "mla",
+    "multihead",
+    "multihead_wrapper",
+    "self_attention",
+    "simple",
+]
 FIXTURE_MODULES = (
     "attnkit_test_",
     "attnkit_missing_dependency",
@@ -348,11 +356,11 @@ def test_a_plugin_that_raises_on_import_leaves_a_fresh_process_usable():
     result = run_python(
         """
         import torch, attnkit
+        from attnkit._arguments import standard_arguments
         for name in attnkit.list_variants():
-            kwargs = dict(d_in=4, d_out=4, context_length=8, num_heads=2)
-            accepted = attnkit._arguments.accepted_arguments(attnkit.get_variant(name))
-            attention = attnkit.create(name, **{k: v for k, v in kwargs.items() if k in accepted})
-            attention(torch.rand(3, 4))
+            cls = attnkit.get_variant(name)
+            attention = cls(**standard_arguments(cls, caller="test"))
+            attention(torch.rand(3, attention.d_in or 4))
             print(name)
         """,
         "import_error",

@@ -14,7 +14,15 @@ import torch
 import attnkit
 from attnkit.registry import LOCAL_PLUGIN
 
-BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
+BUILTINS = [
+    "causal",
+    "gqa",
+    "mla",
+    "multihead",
+    "multihead_wrapper",
+    "self_attention",
+    "simple",
+]
 
 
 def make_variant(name: str, *, doc: str = "A test variant.", causal: bool = False):
@@ -62,7 +70,7 @@ def test_list_variants_is_sorted_and_has_the_builtins():
         ("*attention", ["self_attention"]),
         ("s*", ["self_attention", "simple"]),
         ("?imple", ["simple"]),
-        ("[cm]*", ["causal", "multihead", "multihead_wrapper"]),
+        ("[cm]*", ["causal", "mla", "multihead", "multihead_wrapper"]),
         ("Causal", []),
         ("nothing*", []),
     ],
@@ -87,7 +95,7 @@ def test_unknown_name_suggests_close_matches_and_lists_what_is_available():
     assert isinstance(error.value, attnkit.UnknownVariantError)
     message = str(error.value)
     assert message.startswith("unknown attention variant 'multihaed'; did you mean 'multihead'")
-    assert "Available: causal, multihead, multihead_wrapper, self_attention, simple" in message
+    assert f"Available: {', '.join(attnkit.list_variants())}" in message
     assert message.endswith(", ".join(attnkit.list_variants()))
     assert error.value.name == "multihaed"
     assert "causal" in error.value.available
@@ -401,7 +409,7 @@ def test_plugins_load_on_first_use_not_at_import():
     assert result.stdout.strip() == "ok"
 
 
-def test_the_issue_one_liner_prints_the_five_builtins():
+def test_the_issue_one_liner_prints_exactly_the_builtins():
     # With no third-party plugin selected, exactly the built-ins are registered.
     result = run_python("import attnkit; print(attnkit.list_variants())", ATTNKIT_PLUGINS="")
     assert result.returncode == 0, result.stderr
