@@ -529,9 +529,7 @@ def list_variants(pattern: str = "*") -> list[str]:
         >>> attnkit.list_variants("multihead*")
         ['multihead', 'multihead_wrapper']
     """
-    with _lock:
-        names = list(_loaded().variants)
-    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+    return _matching("variant", pattern)
 
 
 def get_variant(name: str) -> type[Attention]:
@@ -552,22 +550,9 @@ def get_variant(name: str) -> type[Attention]:
         >>> attnkit.get_variant("casual")
         Traceback (most recent call last):
         ...
-        attnkit.errors.UnknownVariantError: unknown attention variant 'casual'; did you mean 'causal'? Available: causal, multihead, ...
+        attnkit.errors.UnknownVariantError: unknown attention variant 'casual'; did you mean 'causal'? Available: causal, ...
     """  # noqa: E501
-    if not isinstance(name, str):
-        raise TypeError(f"a variant name must be a str, got {type(name).__name__}")
-    with _lock:
-        variants = _loaded().variants
-        cls = variants.get(name)
-        available = sorted(variants)
-    if cls is None:
-        hint = did_you_mean(name, available, n=3)
-        hint = f"; {hint}" if hint else ""
-        listing = ", ".join(available) if available else "none (no plugin registered any)"
-        raise UnknownVariantError(
-            f"unknown attention variant {name!r}{hint} Available: {listing}", name, available
-        )
-    return cls
+    return _look_up("variant", name)
 
 
 def list_kernels(pattern: str = "*") -> list[str]:
@@ -578,9 +563,7 @@ def list_kernels(pattern: str = "*") -> list[str]:
         >>> attnkit.list_kernels("[efs]*")
         ['explicit', 'flex', 'sdpa']
     """
-    with _lock:
-        names = list(_loaded().kernels)
-    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+    return _matching("kernel", pattern)
 
 
 def get_kernel(name: str) -> Kernel:
@@ -601,20 +584,34 @@ def get_kernel(name: str) -> Kernel:
     """  # noqa: E501
     if isinstance(name, Kernel):
         return name
-    if not isinstance(name, str):
-        raise TypeError(f"a kernel name must be a str, got {type(name).__name__}")
+    return _look_up("kernel", name)
+
+
+_TABLES = {"variant": "variants", "kernel": "kernels"}
+_UNKNOWN = {"variant": UnknownVariantError, "kernel": UnknownKernelError}
+
+
+def _matching(kind: str, pattern: str) -> list[str]:
     with _lock:
-        kernels = _loaded().kernels
-        kernel = kernels.get(name)
-        available = sorted(kernels)
-    if kernel is None:
+        names = list(getattr(_loaded(), _TABLES[kind]))
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+
+
+def _look_up(kind: str, name: object) -> Any:
+    if not isinstance(name, str):
+        raise TypeError(f"a {kind} name must be a str, got {type(name).__name__}")
+    with _lock:
+        table = getattr(_loaded(), _TABLES[kind])
+        found = table.get(name)
+        available = sorted(table)
+    if found is None:
         hint = did_you_mean(name, available, n=3)
-        hint = f"; {hint}" if hint else ""
+        hint = f"; {hint}" if hint else "."
         listing = ", ".join(available) if available else "none (no plugin registered any)"
-        raise UnknownKernelError(
-            f"unknown attention kernel {name!r}{hint} Available: {listing}", name, available
+        raise _UNKNOWN[kind](
+            f"unknown attention {kind} {name!r}{hint} Available: {listing}", name, available
         )
-    return kernel
+    return found
 
 
 def create(name: str, **kwargs: Any) -> Attention:

@@ -170,7 +170,7 @@ def test_version(attnkit_command):
         ),
         (
             ["show", "xyz"],  # close to nothing: both lists
-            "attnkit show: error: unknown attention variant 'xyz' Available: causal, ",
+            "attnkit show: error: unknown attention variant 'xyz'. Available: causal, ",
         ),
         (
             ["show", "xyz"],
