@@ -7,6 +7,7 @@ They run against the installed package, as a user's would.
 from __future__ import annotations
 
 import doctest
+import functools
 import math
 from importlib.metadata import version
 
@@ -18,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnkit
 from attnkit import masks
-from attnkit.testing import parametrize_with_checks
+from attnkit.testing import parametrize_with_checks, parametrize_with_kernel_checks
 
 KERNELS = ["sdpa", "explicit", "chunked"]
 
@@ -32,6 +33,21 @@ KERNELS = ["sdpa", "explicit", "chunked"]
 )
 def test_conformance(variant, check):
     check(variant)
+
+
+# The kernel as registered (chunks of 128: the kit's 200 queries make one full chunk and
+# one partial), and in chunks of 7, which divide none of the kit's sizes.
+CHUNKS_OF_7 = attnkit.Kernel(
+    "chunked_by_7",
+    functools.partial(attnkit_window.chunked, chunk_size=7),
+    returns_weights=True,
+    summary="The chunked kernel, 7 queries at a time.",
+)
+
+
+@parametrize_with_kernel_checks(["chunked", CHUNKS_OF_7])
+def test_kernel_conformance(kernel, check):
+    check(kernel)
 
 
 # --- The variant against a float64 reference --------------------------------------------
@@ -245,13 +261,12 @@ def mask_kinds(batch: int, tokens_k: int) -> dict[str, masks.Mask | None]:
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 5, 10, 64], ids=lambda size: f"chunk{size}")
 @pytest.mark.parametrize("mask", list(mask_kinds(2, 10)))
-@pytest.mark.parametrize(
-    ("kv_heads", "tokens_q"), [(4, 10), (2, 10), (1, 10), (2, 3)], ids=["mha", "gqa", "mqa", "past"]
-)
-def test_chunked_equals_explicit(chunk_size, mask, kv_heads, tokens_q):
-    """Chunks that divide the 10 queries (5, 10) and that do not (3, 64): outputs, weights
-    and gradients as the explicit kernel's, grouped heads and cached keys included."""
-    query, key, value = kernel_inputs(kv_heads=kv_heads, tokens_q=tokens_q)
+@pytest.mark.parametrize("tokens_q", [10, 3], ids=["full", "past"])
+def test_chunked_equals_explicit(chunk_size, mask, tokens_q):
+    """Chunks that divide the 10 queries (1, 5, 10) and that do not (3, 64): outputs, weights
+    and gradients as the explicit kernel's, with 4 heads on 2 kv_heads, and for 3 queries
+    after 7 cached keys. (The kernel kit, above, checks chunks of 128 and of 7 on 200.)"""
+    query, key, value = kernel_inputs(tokens_q=tokens_q)
     mask = mask_kinds(2, 10)[mask]
     explicit = attnkit.get_kernel("explicit")
     for need_weights in (False, True):
@@ -268,48 +283,6 @@ def test_chunked_equals_explicit(chunk_size, mask, kv_heads, tokens_q):
     expected_gradients = torch.autograd.grad(expected.square().sum(), (query, key, value))
     for got, want in zip(gradients, expected_gradients, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
-def test_chunked_equals_explicit_in_other_dtypes(dtype):
-    query, key, value = kernel_inputs(dtype=dtype)
-    mask = masks.sliding_window(3)
-    context, _ = CHUNKED(query, key, value, mask=mask, chunk_size=4)
-    expected, _ = attnkit.get_kernel("explicit")(query, key, value, mask=mask)
-    assert context.dtype == dtype
-    tolerance = 1e-2 if dtype == torch.bfloat16 else 1e-12
-    torch.testing.assert_close(context, expected, atol=tolerance, rtol=tolerance)
-
-
-def test_chunked_gives_zeros_where_no_key_is_allowed():
-    query, key, value = kernel_inputs()
-    keep = torch.ones(2, 10, dtype=torch.bool)
-    keep[0, :4] = False  # with the causal mask, queries 0-3 of sequence 0 see nothing
-    mask = masks.causal() & masks.padding(keep)
-    context, weights = CHUNKED(query, key, value, mask=mask, need_weights=True, chunk_size=3)
-    assert (context[0, :, :4] == 0).all() and (weights[0, :, :4] == 0).all()
-    assert context[0, :, 4:].abs().sum() > 0
-    gradients = torch.autograd.grad(context.sum(), (query, key, value))
-    assert all(torch.isfinite(g).all() for g in gradients)
-    assert (gradients[0][0, :, :4] == 0).all()
-
-
-def test_chunked_dropout_zeroes_weights_at_the_rate_and_rescales_the_rest():
-    """With the identity as values, the context is the dropped-out weights themselves."""
-    torch.manual_seed(0)
-    tokens = 64
-    query = torch.randn(4, 4, tokens, 8)
-    key = torch.randn(4, 4, tokens, 8)
-    value = torch.eye(tokens).expand(4, 4, tokens, tokens)
-    p = 0.25
-    context, weights = CHUNKED(
-        query, key, value, dropout_p=p, training=True, need_weights=True, chunk_size=16
-    )
-    kept = context != 0
-    assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # 65,536 weights, all positive
-    torch.testing.assert_close(context[kept], weights[kept] / (1 - p))
-    evaluated, _ = CHUNKED(query, key, value, dropout_p=p, training=False, chunk_size=16)
-    torch.testing.assert_close(evaluated, weights)  # no dropout outside training
 
 
 class LargestTensor(TorchDispatchMode):
@@ -354,7 +327,7 @@ def test_chunked_serves_other_variants_too():
     [
         ({"chunk_size": 0}, ValueError, "chunk_size must be a positive int, got 0"),
         ({"chunk_size": 2.0}, ValueError, "chunk_size must be a positive int, got 2.0"),
-        ({"block": 4}, TypeError, "takes one option, chunk_size; got block"),
+        ({"block": 4}, TypeError, r"takes one option, chunk_size; got block \(choose a kernel"),
     ],
 )
 def test_chunked_refuses_bad_options(options, error, message):

@@ -92,7 +92,8 @@ def chunked(
     """
     if options:
         raise TypeError(
-            f"kernel 'chunked' takes one option, chunk_size; got {', '.join(sorted(options))}"
+            f"kernel 'chunked' takes one option, chunk_size; got {', '.join(sorted(options))} "
+            f"(choose a kernel that applies them, such as 'explicit')"
         )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"kernel 'chunked': chunk_size must be a positive int, got {chunk_size!r}")
