@@ -17,9 +17,6 @@ Only the built-in variants load (``ATTNKIT_PLUGINS`` is set empty).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # targets.py, beside t
 # Only the built-ins: this must be set before attnkit loads its plugins.
 os.environ["ATTNKIT_PLUGINS"] = ""
 
+from harness import bench_report
 from targets import TARGET_SHAPE, format_checks, targets
-
-from attnkit.bench import main
 
 QUICK_SHAPE = "2x256x256x4"
 
@@ -56,19 +52,7 @@ def measure(argv: list[str] | None = None) -> int:
     ]
     if args.threads:
         options += ["--threads", str(args.threads)]
-    if args.json:
-        options += ["--json", args.json]
-        status = main(options)
-        if status:
-            return status
-        report = json.loads(Path(args.json).read_text(encoding="utf-8"))
-    else:  # the report as JSON on standard output, caught; the table goes to standard error
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            status = main([*options, "--json", "-"])
-        if status:
-            return status
-        report = json.loads(output.getvalue())
+    report = bench_report(options, args.json)
     checks = [check for check in targets(report) if check["issue"] == 9]
     print()
     print(format_checks(checks) or f"issue 9's targets are set at {TARGET_SHAPE} only")

@@ -1,9 +1,9 @@
 """The targets past work items set for the benchmark, checked against its reports.
 
 Bookkeeping of this repository, not of the installed library: ``attnkit bench``
-measures; this module says which of its numbers issues 5 and 9 asked for, and
-whether a report meets them. `benchmarks/record.py`, `benchmarks/multihead_ratio.py`
-and the Performance page (docs/performance.md) read it:
+measures; this module says which of its numbers issues 5, 9 and 10 asked for, and
+whether a report meets them. `benchmarks/record.py`, `benchmarks/multihead_ratio.py`,
+`benchmarks/padding.py` and the Performance page (docs/performance.md) read it:
 
     python benchmarks/targets.py benchmarks/results/*.json   # check committed reports
 
@@ -17,7 +17,15 @@ from typing import Any
 
 from attnkit.bench.report import find_row, groups, load, shape_name
 
-__all__ = ["ISSUE_5", "ISSUE_9", "LONG_SHAPES", "TARGET_SHAPE", "format_checks", "targets"]
+__all__ = [
+    "ISSUE_5",
+    "ISSUE_9",
+    "ISSUE_10",
+    "LONG_SHAPES",
+    "TARGET_SHAPE",
+    "format_checks",
+    "targets",
+]
 
 TARGET_SHAPE = "8x1024x768x12"
 """The shape the speed targets are set at: the reference chapter's (float32)."""
@@ -41,6 +49,15 @@ ISSUE_9 = {
 }
 """Issue 9: speed against the faster of the two hand-written SDPA modules (``sdpa``,
 ``sdpa_separate``) measured in the same run."""
+
+ISSUE_10 = {
+    "padding_fraction": 0.25,
+    "padded_forward_vs_unpadded": 1.15,
+    "mask_share": 0.02,
+}
+"""Issue 10: with a quarter of every row padding (``attnkit bench --padding 0.25``), the
+forward pass still runs the fused SDPA kernel and takes at most 1.15x its unpadded time,
+and building and materialising the mask takes under 2% of the padded forward."""
 
 _SDPA_BASELINES = ("sdpa", "sdpa_separate")
 
@@ -75,6 +92,9 @@ def targets(report: dict[str, Any], variant: str = "multihead") -> list[dict[str
         name = shape_name(shape)
         row = find_row(rows, variant)
         label = "forward" if mode == "forward" else "forward+backward"
+        padded = find_row(rows, variant, "padded")
+        if name == TARGET_SHAPE and mode == "forward" and row is not None and padded is not None:
+            _padding_checks(check, report, variant, shape, row, padded)
         if name == TARGET_SHAPE and row is not None:
             sdpa = find_row(rows, "sdpa", "baseline")
             if sdpa is not None:
@@ -180,6 +200,54 @@ def targets(report: dict[str, Any], variant: str = "multihead") -> list[dict[str
             not failed,
         )
     return checks
+
+
+def _padding_checks(
+    check: Any,
+    report: dict[str, Any],
+    variant: str,
+    shape: dict[str, int],
+    row: dict[str, Any],
+    padded: dict[str, Any],
+) -> None:
+    """Issue 10's checks, where the padded row has the issue's quarter of padding."""
+    if padded["padding"]["fraction"] != ISSUE_10["padding_fraction"]:
+        return
+    name = shape_name(shape)
+    side = padded["padding"]["side"]
+    attention = padded.get("attention") or "none seen"
+    check(
+        10,
+        f"{variant} forward with a quarter of each row padding ({side}) runs a fused SDPA kernel",
+        name,
+        float(attention.startswith("flash")),
+        attention,
+        attention.startswith("flash"),
+    )
+    limit = ISSUE_10["padded_forward_vs_unpadded"]
+    ratio = padded["ms"] / row["ms"]
+    check(
+        10,
+        f"{variant} forward with a quarter of each row padding ({side}) <= {limit:.2f}x "
+        "its unpadded time",
+        name,
+        ratio,
+        f"{ratio:.3f}x ({padded['ms']:,.1f} ms vs {row['ms']:,.1f} ms)",
+        ratio <= limit,
+    )
+    for cost in (report.get("padding") or {}).get("masks", []):
+        if cost["shape"] == shape and cost["mode"] == "forward":
+            limit = ISSUE_10["mask_share"]
+            share = cost["first_ms"] / padded["ms"]
+            check(
+                10,
+                f"building and materialising the mask takes < {limit:.0%} of {variant}'s "
+                "padded forward",
+                name,
+                share,
+                f"{share:.2%} ({cost['first_ms']:.2f} ms; cached {cost['cached_us']:.1f} us)",
+                share < limit,
+            )
 
 
 def format_checks(checks: list[dict[str, Any]]) -> str:

@@ -31,10 +31,13 @@ from attnkit.bench.baselines import (
     TorchMultiheadAttention,
 )
 from attnkit.bench.cases import Case, Shape, build_case, projection_flops
+from attnkit.bench.kernels import MaskSpec, measure_kernels
 from attnkit.bench.measure import calls_per_run, profile_call
 from attnkit.bench.overhead import compile_check, create_overhead, plugin_load_time
-from attnkit.bench.report import format_report
-from attnkit.bench.runner import Config, benchmark
+from attnkit.bench.padding import attention_mask as padding_attention_mask
+from attnkit.bench.padding import padded_tokens
+from attnkit.bench.report import format_report, kernels_table, padding_table
+from attnkit.bench.runner import Config, benchmark, planned_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -531,3 +534,373 @@ def test_a_run_that_fails_is_reported_in_one_line(monkeypatch, capsys):
         "data. DefaultCPUAllocator: not enough memory: you tried to allocate 1099511627776 "
         "bytes.\n"
     )
+
+
+# --- Padding (--padding) and kernels (--kernels) ------------------------------------------
+
+PADDED = [*TINY, "--variants", "multihead,self_attention", "--baselines", "sdpa"]
+
+
+@pytest.fixture(scope="module")
+def padded_report(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("bench") / "padded.json"
+    assert main([*PADDED, "--padding", "0.25", "--json", str(path)]) == 0
+    return load(path)
+
+
+def padded_rows(report: dict, mode: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The rows of ``mode`` by name: the unpadded ones (and baselines), and the padded ones."""
+    rows = [row for row in report["results"] if row["mode"] == mode]
+    unpadded = {row["name"]: row for row in rows if row["kind"] != "padded"}
+    return unpadded, {row["name"]: row for row in rows if row["kind"] == "padded"}
+
+
+def test_padding_adds_a_padded_row_beside_each_variant_that_takes_a_mask(padded_report):
+    for mode in ("forward", "train"):
+        rows = [
+            (row["name"], row["kind"]) for row in padded_report["results"] if row["mode"] == mode
+        ]
+        assert rows == [
+            ("sdpa", "baseline"),
+            ("multihead", "variant"),
+            ("multihead", "padded"),
+            ("self_attention", "variant"),
+            ("self_attention", "padded"),
+        ]
+        _, padded = padded_rows(padded_report, mode)
+        for row in padded.values():
+            assert row["status"] == "ok" and row["ms"] > 0 and len(row["runs_ms"]) == 2
+            # A quarter of 16 tokens, on the left unless told otherwise.
+            assert row["padding"] == {"fraction": 0.25, "side": "left", "tokens": 4}
+    assert padded_report["padding"]["fraction"] == 0.25
+    assert "--padding 0.25" in padded_report["command"]
+
+
+def test_a_padded_row_is_compared_with_its_unpadded_row_of_the_same_run(padded_report):
+    for mode in ("forward", "train"):
+        unpadded, padded = padded_rows(padded_report, mode)
+        for name, row in padded.items():
+            ratio = row["ms"] / unpadded[name]["ms"]
+            assert row["vs_unpadded"] == pytest.approx(ratio)
+            assert row["ratio"] == pytest.approx(row["ms"] / unpadded["sdpa"]["ms"])
+
+
+def test_a_padded_multihead_still_runs_the_fused_kernel_with_the_mask(padded_report):
+    for mode in ("forward", "train"):
+        unpadded, padded = padded_rows(padded_report, mode)
+        assert unpadded["multihead"]["attention"] == "flash causal"
+        # The fused CPU kernel, given the padding mask: every block computed, none halved.
+        assert padded["multihead"]["attention"] == "flash, masked"
+        assert padded["multihead"]["kernels"] == {"flash": 1}
+        assert padded["multihead"]["causal_halved"] is False
+
+
+def test_the_mask_is_timed_in_the_same_turns_first_and_cached(padded_report):
+    costs = padded_report["padding"]["masks"]
+    assert [cost["mode"] for cost in costs] == ["forward", "train"]
+    for cost in costs:
+        assert cost["mask"] == f"causal() & padding(<attention_mask {BATCH}x{TOKENS}>)"
+        assert cost["dense_shape"] == [BATCH, 1, TOKENS, TOKENS]  # no heads dimension
+        assert cost["first_ms"] > 0 and cost["cached_us"] > 0
+        assert len(cost["runs_ms"]["first"]) == len(cost["runs_ms"]["cached"]) == 2
+        _, padded = padded_rows(padded_report, cost["mode"])
+        for row in padded.values():
+            assert row["mask_share"] == pytest.approx(cost["first_ms"] / row["ms"])
+
+
+def test_the_console_and_markdown_show_the_padded_rows(padded_report):
+    text = format_report(padded_report)
+    assert "multihead, 25% padded (left)" in text
+    assert "padded: multihead: " in text and "x its unpadded time (4 of 16 tokens" in text
+    assert (
+        f"mask causal() & padding(<attention_mask {BATCH}x{TOKENS}>): built and to_dense "
+        f"{BATCH}x1x{TOKENS}x{TOKENS}"
+    ) in text
+    table = padding_table(padded_report)
+    assert len(table.splitlines()) == 2 + 2 * 2  # header, rule, two variants in two modes
+    assert "| **multihead** | 4 of 16 (left) |" in table
+    assert "| flash causal, flash, masked |" in table
+    assert "| multihead, 25% padded (left) | flash, masked |" in markdown_table(padded_report)
+
+
+def test_padding_goes_right_when_told(tmp_path):
+    path = tmp_path / "right.json"
+    options = ["--variants", "multihead", "--baselines", "none", "--mode", "forward"]
+    assert (
+        main([*TINY, *options, "--padding", "0.5", "--padding-side", "right", "--json", str(path)])
+        == 0
+    )
+    report = load(path)
+    (row,) = [row for row in report["results"] if row["kind"] == "padded"]
+    assert row["padding"] == {"fraction": 0.5, "side": "right", "tokens": 8}
+    assert row["ratio"] is None and row["vs_unpadded"] > 0  # no baseline: no reference
+    assert "--padding 0.5 --padding-side right" in report["command"]
+
+
+def test_padding_masks_are_as_documented():
+    assert padded_tokens(1024, 0.25) == 256
+    assert padded_tokens(3, 0.9) == 2  # one real token is left
+    assert padded_tokens(16, 0.0) == 0
+    left = padding_attention_mask(2, 4, 1)
+    assert left.tolist() == [[0, 1, 1, 1], [0, 1, 1, 1]]
+    assert padding_attention_mask(1, 4, 3, "right").tolist() == [[1, 0, 0, 0]]
+    assert padding_attention_mask(1, 4, 0).tolist() == [[1, 1, 1, 1]]
+    with pytest.raises(ValueError, match="padding side must be one of left, right, got 'up'"):
+        padding_attention_mask(1, 4, 1, "up")
+
+
+class Unmasked(attnkit.Attention):
+    """A projection that takes no attention_mask."""
+
+    name = "unmasked_bench"
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__(d_in=d_in, d_out=d_out)
+        self.proj = torch.nn.Linear(d_in, d_out)
+
+    def forward(self, x, need_weights=False):
+        return self.proj(x)
+
+
+class Counter:
+    def __init__(self):
+        self.steps = 0
+
+    def update(self, n=1):
+        self.steps += n
+
+    def set_description_str(self, desc=None, refresh=True):
+        pass
+
+
+def test_a_variant_that_takes_no_mask_gets_a_skipped_padded_row(fresh_registry):
+    attnkit.register(Unmasked)
+    config = Config(
+        shapes=[Shape(BATCH, TOKENS, D_MODEL, HEADS)],
+        modes=["forward"],
+        variants=["unmasked_bench", "simple", "multihead"],
+        baselines=[],
+        repeats=1,
+        warmup=0,
+        min_run_time=0,
+        matmul_size=64,
+        overhead=False,
+        padding=0.25,
+        kernels=["sdpa"],
+        kernel_masks=[MaskSpec.parse("causal")],
+    )
+    progress = Counter()
+    report = benchmark(config, progress)
+    rows = {(row["name"], row["kind"]): row for row in report["results"]}
+    skipped = rows[("unmasked_bench", "padded")]
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == (
+        "takes no attention_mask: it does not declare the attention_mask capability "
+        "(it declares: weights)"
+    )
+    assert rows[("unmasked_bench", "variant")]["status"] == "ok"
+    # A variant skipped unpadded gets no padded row to skip again.
+    assert ("simple", "padded") not in rows and rows[("simple", "variant")]["status"] == "skipped"
+    assert rows[("multihead", "padded")]["status"] == "ok"
+    assert "skipped: unmasked_bench, 25% padded (left): takes no attention_mask" in format_report(
+        report
+    )
+    # The progress bar is sized for every step the run takes.
+    assert progress.steps == planned_steps(config)
+
+
+@pytest.fixture(scope="module")
+def kernels_report(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("bench") / "kernels.json"
+    masks = "causal,sliding_window:4,causal&document:2,padding:0.25"
+    options = ["--variants", "none", "--baselines", "none", "--kernels", "sdpa,explicit"]
+    assert main([*TINY, *options, "--kernel-masks", masks, "--json", str(path)]) == 0
+    return load(path)
+
+
+def test_kernels_are_timed_with_each_mask(kernels_report):
+    assert kernels_report["results"] == []  # --variants none --baselines none: no main table
+    section = kernels_report["kernels"]
+    assert section["kernels"] == ["sdpa", "explicit"]
+    assert section["masks"] == ["causal", "sliding_window:4", "causal&document:2", "padding:0.25"]
+    rows = {(row["mask"], row["kernel"]): row for row in section["results"]}
+    assert len(rows) == 8
+    for row in rows.values():
+        assert row["status"] == "ok" and row["ms"] > 0 and row["first_call_s"] > 0
+        assert (row["batch"], row["heads"], row["tokens"], row["head_dim"]) == (2, 2, 16, 4)
+    assert rows[("causal", "sdpa")]["ratio"] == 1.0
+    explicit = rows[("causal", "explicit")]
+    assert explicit["ratio"] == pytest.approx(explicit["ms"] / rows[("causal", "sdpa")]["ms"])
+
+
+def test_each_kernel_row_names_its_mask_and_what_ran(kernels_report):
+    rows = {(row["mask"], row["kernel"]): row for row in kernels_report["kernels"]["results"]}
+    assert rows[("causal", "sdpa")]["attention"] == "flash causal"
+    assert rows[("sliding_window:4", "sdpa")]["attention"] == "flash, masked"
+    assert rows[("causal", "explicit")]["attention"] == "softmax"
+    assert rows[("causal&document:2", "sdpa")]["mask_repr"] == (
+        f"causal() & document(<ids {BATCH}x{TOKENS}>)"
+    )
+    # The share of query-key pairs each mask allows.
+    assert rows[("causal", "sdpa")]["density"] == pytest.approx((TOKENS + 1) / (2 * TOKENS))
+    window = sum(min(q + 1, 4) for q in range(TOKENS)) / TOKENS**2
+    assert rows[("sliding_window:4", "sdpa")]["density"] == pytest.approx(window)
+    half = TOKENS // 2
+    assert rows[("causal&document:2", "sdpa")]["density"] == pytest.approx(
+        (half + 1) / (2 * TOKENS)
+    )
+    assert rows[("padding:0.25", "sdpa")]["density"] == pytest.approx(0.75)
+
+
+def test_the_kernels_section_is_printed_and_tabulated(kernels_report):
+    text = format_report(kernels_report)
+    assert "kernels called directly, forward (no_grad): (batch, heads, tokens, head_dim) = " in text
+    assert "causal&document:2 = causal() & document(<ids 2x16>)" in text
+    table = kernels_table(kernels_report)
+    assert len(table.splitlines()) == 2 + 8
+    assert "| 2, 2, 16, 4 | `causal()` | 53% | sdpa | flash causal |" in table
+    assert (
+        "--kernels sdpa,explicit --kernel-masks 'causal,sliding_window:4,"
+        in (kernels_report["command"])
+    )
+
+
+def test_flex_is_compiled_before_it_is_timed(tmp_path):
+    path = tmp_path / "flex.json"
+    options = ["--variants", "none", "--baselines", "none", "--kernels"]
+    assert main([*TINY, *options, "--kernel-masks", "causal", "--json", str(path)]) == 0
+    rows = {row["kernel"]: row for row in load(path)["kernels"]["results"]}
+    assert list(rows) == ["sdpa", "flex"]  # --kernels alone: the default pair
+    flex = rows["flex"]
+    assert flex["status"] == "ok", flex["reason"]
+    assert flex["attention"] == "compiled" and flex["ratio"] > 0
+    # The first call compiles; it is reported apart, not among the timed runs.
+    assert flex["first_call_s"] > max(flex["runs_ms"]) / 1e3
+
+
+def test_a_kernel_that_fails_is_reported_and_the_rest_run(fresh_registry):
+    def broken(query, key, value, **kwargs):
+        """Always fails."""
+        raise RuntimeError("no such hardware\nmore detail")
+
+    attnkit.register(attnkit.Kernel("broken_bench", broken))
+    rows = measure_kernels(
+        ["sdpa", "broken_bench"],
+        [MaskSpec.parse("causal")],
+        Shape(1, 8, 8, 2),
+        repeats=1,
+        warmup=0,
+        min_run_time=0,
+    )
+    assert [(row["kernel"], row["status"]) for row in rows] == [
+        ("sdpa", "ok"),
+        ("broken_bench", "error"),
+    ]
+    assert rows[1]["reason"] == "RuntimeError: no such hardware"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--padding-side", "right"],
+            "--padding-side right: give --padding FRACTION too, e.g. --padding 0.25",
+        ),
+        (
+            ["--padding", "0.25", "--variants", "none"],
+            "--padding: --variants selects no variant to pad",
+        ),
+        (
+            ["--kernels", "flx"],
+            "--kernels: no registered kernel matches 'flx' (did you mean 'flex'?); available: ",
+        ),
+        (
+            ["--kernel-masks", "causal,sliding_windw:4"],
+            "--kernel-masks: unknown mask 'sliding_windw:4' (did you mean 'sliding_window'?); "
+            "masks: causal, sliding_window:W, prefix_lm:N, document:N, padding:F, joined with &",
+        ),
+        (
+            ["--kernel-masks", "sliding_window"],
+            "--kernel-masks: sliding_window needs a size, e.g. sliding_window:256",
+        ),
+        (["--kernel-masks", "causal:3"], "--kernel-masks: causal takes no size, got causal:3"),
+        (
+            ["--kernel-masks", "document:0"],
+            "--kernel-masks: document:0: the size must be a positive integer",
+        ),
+        (
+            ["--kernel-masks", "prefix_lm:-1"],
+            "--kernel-masks: prefix_lm:-1: the size must be an integer >= 0",
+        ),
+        (
+            ["--kernel-masks", "padding:1"],
+            "--kernel-masks: padding:1: expected a fraction of each row, at least 0 and below 1",
+        ),
+        (["--kernel-masks", " , "], "--kernel-masks: no mask given; masks: causal, "),
+    ],
+)
+def test_bad_padding_and_kernel_options_are_named(arguments, message, capsys, nothing_runs):
+    assert main([*TINY, *arguments]) == 2
+    assert f"attnkit bench: error: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--padding", "1"],
+            "argument --padding: expected a fraction of each row, at least 0 and below 1, "
+            "such as 0.25, got '1'",
+        ),
+        (["--padding", "a quarter"], "argument --padding: expected a fraction of each row"),
+        (["--padding", "-0.1"], "argument --padding: expected a fraction of each row"),
+        (["--padding", "nan"], "argument --padding: expected a fraction of each row"),
+        (["--padding-side", "up"], "argument --padding-side: invalid choice: 'up'"),
+    ],
+)
+def test_bad_padding_values_are_refused_by_the_parser(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_repositorys_padding_targets_are_read_at_the_issues_shape():
+    shape = {"batch": 8, "tokens": 1024, "d_model": 768, "heads": 12}
+
+    def row(name, kind, ms, **extra):
+        return {
+            "shape": shape,
+            "mode": "forward",
+            "name": name,
+            "kind": kind,
+            "status": "ok",
+            "ms": ms,
+            **extra,
+        }
+
+    padding = {"fraction": 0.25, "side": "left", "tokens": 256}
+    report = {
+        "results": [
+            row("multihead", "variant", 100.0),
+            row("multihead", "padded", 118.0, padding=padding, attention="flash, masked"),
+        ],
+        "padding": {
+            "masks": [{"shape": shape, "mode": "forward", "first_ms": 3.0, "cached_us": 1.0}]
+        },
+    }
+    checks = {check["target"]: check for check in load_targets().targets(report)}
+    assert len(checks) == 3
+    fused = checks[
+        "multihead forward with a quarter of each row padding (left) runs a fused SDPA kernel"
+    ]
+    assert fused["met"] and fused["measured"] == "flash, masked"
+    ratio = checks[
+        "multihead forward with a quarter of each row padding (left) <= 1.15x its unpadded time"
+    ]
+    assert ratio["issue"] == 10 and ratio["value"] == pytest.approx(1.18) and not ratio["met"]
+    share = checks["building and materialising the mask takes < 2% of multihead's padded forward"]
+    assert share["value"] == pytest.approx(3.0 / 118.0) and not share["met"]
+    # Another amount of padding is not the issue's: no check.
+    padding["fraction"] = 0.5
+    assert load_targets().targets(report) == []

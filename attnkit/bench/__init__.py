@@ -16,7 +16,13 @@ attnkit bench                 # the chapter's shape: 8 x 1024 tokens, d_model 76
 attnkit bench --quick         # a small shape, under a minute on two cores
 attnkit bench --long          # 8,192 and 16,384 tokens, batch 1, forward: peak memory
 attnkit bench --shape 2x512x768x12 --variants 'multihead*' --json results.json
+attnkit bench --variants multihead --padding 0.25   # padded beside unpadded, and the mask's cost
+attnkit bench --variants none --baselines none --kernels   # sdpa and flex with three masks
 ```
+
+``--padding FRACTION`` adds a padded row beside every variant that takes an
+``attention_mask`` (see `attnkit.bench.padding`); ``--kernels`` times the registered
+kernels directly with each of ``--kernel-masks`` (see `attnkit.bench.kernels`).
 
 The ``--json`` report (schema ``attnkit-bench/2``) holds:
 
@@ -28,12 +34,22 @@ The ``--json`` report (schema ``attnkit-bench/2``) holds:
 - ``matmul``: ``size``, ``dtype``, ``ms``, ``gflops`` of a square matrix product;
 - ``results``: one row per shape, mode and case: ``shape`` (``batch``, ``tokens``,
   ``d_model``, ``heads``), ``mode`` (``forward`` or ``train``), ``name``, ``kind``
-  (``variant`` or ``baseline``), ``reference`` (whether the row is the one the
+  (``variant``, ``baseline`` or, with ``--padding``, ``padded``: the variant called
+  with a padding mask, with ``padding`` (``fraction``, ``side``, ``tokens``),
+  ``vs_unpadded`` and ``mask_share``), ``reference`` (whether the row is the one the
   group's ratios are to), ``status`` (``ok``, ``skipped``,
   ``error``), ``reason``, ``arguments``, ``heads``, ``head_dim``, ``causal``,
   ``note``, ``ms``, ``runs_ms``, ``calls_per_run``, ``ratio``, ``gflop``,
   ``gflops``, ``matmul_fraction``, ``attention``, ``kernels``, ``causal_halved``,
   ``peak_mb``, ``rss_peak_mb`` and, for the largest shapes, ``memory_estimate_mb``;
+- ``padding`` (with ``--padding``): ``fraction``, ``side`` and ``masks``, one per shape
+  and mode: ``mask``, ``dense_shape``, ``dense_mb``, ``first_ms`` (built and
+  materialised), ``cached_us`` (materialised again) and ``runs_ms``;
+- ``kernels`` (with ``--kernels``): ``kernels``, ``masks``, ``reference`` and
+  ``results``, one row per shape, mask and kernel: ``shape``, ``batch``, ``heads``,
+  ``tokens``, ``head_dim``, ``mask``, ``mask_repr``, ``density``, ``kernel``,
+  ``status``, ``reason``, ``first_call_s``, ``attention``, ``kernels``, ``ms``,
+  ``runs_ms``, ``calls_per_run`` and ``ratio`` (to ``sdpa`` with the same mask);
 - ``create_overhead`` and ``plugin_load`` (unless ``--no-overhead``) and
   ``compile`` (with ``--compile``: the conformance kit's compile check per variant);
 - ``elapsed_s``: seconds each part of the run took, and ``total`` (the command's own

@@ -24,7 +24,9 @@ from attnkit._loader import PLUGINS_ENV
 from attnkit._suggest import did_you_mean
 from attnkit.bench.baselines import BASELINES
 from attnkit.bench.cases import REFERENCES, Shape, minimum_bytes
+from attnkit.bench.kernels import KERNEL_MASKS, KERNELS, MaskSpec, parse_masks
 from attnkit.bench.measure import NoProgress, available_memory
+from attnkit.bench.padding import SIDES, parse_fraction
 from attnkit.bench.report import format_report
 from attnkit.bench.runner import MODES, Config, benchmark, planned_steps
 
@@ -80,6 +82,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        return parse_fraction(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _count(text: str) -> int:
@@ -149,6 +158,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     presets.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend (default: inductor)"
     )
+    masked = parser.add_argument_group("padding and kernels")
+    masked.add_argument(
+        "--padding",
+        type=_fraction,
+        metavar="FRACTION",
+        help="also time every selected variant that takes an attention_mask with FRACTION of "
+        "each row padding (e.g. 0.25), in turns with the unpadded rows, and the cost of "
+        "building and materialising the mask",
+    )
+    masked.add_argument(
+        "--padding-side",
+        choices=SIDES,
+        help="where the padding goes: left (before the real tokens; the default) or right",
+    )
+    masked.add_argument(
+        "--kernels",
+        nargs="?",
+        const=",".join(KERNELS),
+        metavar="NAMES",
+        help="also time registered kernels called directly on (batch, heads, tokens, "
+        "head_dim) tensors, forward under no_grad, with each of --kernel-masks: "
+        f"comma-separated names or patterns (default: {','.join(KERNELS)}); ratios are to "
+        "sdpa with the same mask; a compiling kernel's first call is reported apart",
+    )
+    masked.add_argument(
+        "--kernel-masks",
+        metavar="MASKS",
+        help="comma-separated masks for --kernels, each attnkit.masks factories joined with "
+        "&: causal, sliding_window:W, prefix_lm:N, document:N (N equal documents per row), "
+        f"padding:F (default: {','.join(KERNEL_MASKS)}); implies --kernels",
+    )
     how = parser.add_argument_group("how to measure")
     how.add_argument(
         "--repeats",
@@ -200,8 +240,8 @@ def _hint(word: str, choices: Sequence[str]) -> str:
     return f" ({hint})" if hint else ""
 
 
-def _select_variants(patterns: str) -> list[str]:
-    available = attnkit.list_variants()
+def _select(option: str, what: str, patterns: str, available: list[str]) -> list[str]:
+    """The names of ``available`` that comma-separated ``patterns`` match, or none for 'none'."""
     if patterns.strip().lower() == "none":
         return []
     selected: list[str] = []
@@ -211,11 +251,21 @@ def _select_variants(patterns: str) -> list[str]:
         matches = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         if not matches:
             raise ValueError(
-                f"--variants: no registered variant matches {pattern!r}"
+                f"{option}: no registered {what} matches {pattern!r}"
                 f"{_hint(pattern, available)}; available: {', '.join(available) or 'none'}"
             )
         selected += [name for name in matches if name not in selected]
     return selected
+
+
+def _select_variants(patterns: str) -> list[str]:
+    return _select("--variants", "variant", patterns, attnkit.list_variants())
+
+
+def _select_kernels(patterns: str | None, masks: str | None) -> list[str]:
+    if patterns is None and masks is None:
+        return []
+    return _select("--kernels", "kernel", patterns or ",".join(KERNELS), attnkit.list_kernels())
 
 
 def _select_baselines(names: str) -> list[str]:
@@ -252,6 +302,10 @@ def _command(args: argparse.Namespace, preset: str) -> str:
         "--matmul-size": args.matmul_size,
         "--threads": args.threads,
         "--seed": args.seed or None,
+        "--padding": args.padding,
+        "--padding-side": args.padding_side,
+        "--kernels": args.kernels,
+        "--kernel-masks": args.kernel_masks,
         "--label": args.label,
         "--json": args.json,
     }
@@ -277,8 +331,18 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         raise ValueError(f"--min-run-time must be >= 0 seconds, got {args.min_run_time}")
     variants = _select_variants(args.variants)
     baselines = _select_baselines(args.baselines)
-    if not variants and not baselines:
+    kernels = _select_kernels(args.kernels, args.kernel_masks)
+    if not variants and not baselines and not kernels:
         raise ValueError("nothing to measure: --variants and --baselines select nothing")
+    if args.padding is None and args.padding_side is not None:
+        raise ValueError(
+            f"--padding-side {args.padding_side}: give --padding FRACTION too, e.g. --padding 0.25"
+        )
+    if args.padding is not None and not variants:
+        raise ValueError("--padding: --variants selects no variant to pad")
+    kernel_masks = [MaskSpec.parse(text) for text in KERNEL_MASKS]
+    if args.kernel_masks is not None:
+        kernel_masks = parse_masks(args.kernel_masks)
     dtype = DTYPES[args.dtype]
     matmul_size = args.matmul_size or preset.matmul_size
     _check_memory(shapes, modes, dtype, matmul_size)
@@ -300,6 +364,10 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         label=args.label,
         preset=preset_name,
         command=_command(args, preset_name),
+        padding=args.padding,
+        padding_side=args.padding_side or "left",
+        kernels=kernels,
+        kernel_masks=kernel_masks,
     )
 
 

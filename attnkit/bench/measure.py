@@ -22,9 +22,11 @@ Peak memory
 
 Kernel
     The same profiled call records which attention operators ran, with
-    ``is_causal`` for the fused ones: ``_scaled_dot_product_flash_attention_for_cpu``
-    is PyTorch's fused CPU kernel, and with ``is_causal=True`` it skips the blocks
-    above the diagonal, which is what halves the attention FLOP count.
+    ``is_causal`` and whether an ``attn_mask`` was passed, for the fused ones:
+    ``_scaled_dot_product_flash_attention_for_cpu`` is PyTorch's fused CPU kernel;
+    with ``is_causal=True`` it skips the blocks above the diagonal, which is what
+    halves the attention FLOP count, while with a mask (a padding mask, say) it
+    computes every block and adds the mask to the scores.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "matmul_gflops",
     "profile_call",
     "time_interleaved",
+    "warm_up",
 ]
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
@@ -64,6 +67,9 @@ _KERNELS = {
     "aten::_masked_softmax": "masked softmax",
     "aten::_softmax": "softmax",  # what aten::softmax runs; counted once per softmax
 }
+# What a call of a torch.compile'd function shows (FlexAttention, for one): its generated
+# code runs inside this region, under no operator name of its own.
+_COMPILED = "Torch-Compiled Region"
 
 
 class Progress(Protocol):
@@ -91,7 +97,8 @@ class KernelUse:
     Attributes:
         kernels: Each attention operator's label and how often it ran, in first-seen
             order, e.g. ``{"flash": 12}``.
-        flash_calls: Calls of the fused CPU kernel, and how many had ``is_causal=True``.
+        flash_calls: Calls of the fused CPU kernel, how many had ``is_causal=True``
+            (``flash_causal_calls``) and how many an ``attn_mask`` (``flash_masked_calls``).
         peak_bytes: Peak of PyTorch's CPU allocations during the call, over what was
             allocated before it; ``None`` if the profiler did not report allocations.
         rss_peak_bytes: The resident-set high-water mark during the call, over the
@@ -101,6 +108,7 @@ class KernelUse:
     kernels: dict[str, int] = field(default_factory=dict)
     flash_calls: int = 0
     flash_causal_calls: int = 0
+    flash_masked_calls: int = 0
     peak_bytes: int | None = None
     rss_peak_bytes: int | None = None
 
@@ -112,11 +120,17 @@ class KernelUse:
 
     @property
     def label(self) -> str:
-        """A short name for the attention computation: ``"flash causal"``, ``"softmax"``..."""
+        """A short name for the attention computation: ``"flash causal"``, ``"softmax"``...
+
+        ``"flash, masked"`` is the fused kernel given a mask: it ran fused, but
+        computed every block.
+        """
         if self.flash_calls and not any(label != "flash" for label in self.kernels):
             if self.flash_causal_calls == self.flash_calls:
                 return "flash causal"
-            return "flash" if not self.flash_causal_calls else "flash, partly causal"
+            if self.flash_causal_calls:
+                return "flash, partly causal"
+            return "flash, masked" if self.flash_masked_calls == self.flash_calls else "flash"
         if "SDPA math" in self.kernels:
             return "SDPA math"
         if "native MHA" in self.kernels:
@@ -154,6 +168,23 @@ def time_interleaved(
             seconds[name].append((time.perf_counter() - start) / number)
             progress.update(1)
     return seconds
+
+
+def warm_up(step: Callable[[], object], calls: int, min_time: float) -> float:
+    """Call ``step`` ``calls`` times and for at least ``min_time`` seconds, at least once.
+
+    Returns:
+        The seconds a call takes, as the median of the later half of the calls.
+    """
+    seconds: list[float] = []
+    began = time.perf_counter()
+    while len(seconds) < max(calls, 1) or (
+        time.perf_counter() - began < min_time and len(seconds) < 10_000
+    ):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return median(seconds[len(seconds) // 2 :])
 
 
 def calls_per_run(seconds_per_call: float, min_run_time: float) -> int:
@@ -195,9 +226,10 @@ def profile_call(
     ):
         step()
     use = KernelUse(peak_bytes=_peak_allocated(profiler), rss_peak_bytes=rss.get("peak"))
-    causal_index = _is_causal_index()
-    for name, inputs in _operators(profiler):
-        label = _KERNELS.get(name)
+    causal_index = _argument_index("is_causal", 4)
+    mask_index = _argument_index("attn_mask", 5)
+    for name, inputs, shapes in _operators(profiler):
+        label = _KERNELS.get(name) or ("compiled" if name.startswith(_COMPILED) else None)
         if label is None:
             continue
         use.kernels[label] = use.kernels.get(label, 0) + 1
@@ -205,27 +237,34 @@ def profile_call(
             use.flash_calls += 1
             if causal_index < len(inputs) and inputs[causal_index] is True:
                 use.flash_causal_calls += 1
+            if mask_index < len(shapes) and shapes[mask_index]:
+                use.flash_masked_calls += 1
     return use
 
 
-def _operators(profiler: Any) -> list[tuple[str, list[Any]]]:
-    """Every operator the profiler saw, in order, with its scalar arguments."""
+def _operators(profiler: Any) -> list[tuple[str, list[Any], list[Any]]]:
+    """Every operator the profiler saw, in order, with its scalar arguments and input shapes."""
     try:
         events = profiler.profiler.kineto_results.events()
-        return [(e.name(), list(e.concrete_inputs() or [])) for e in events]
+        return [(e.name(), list(e.concrete_inputs() or []), list(e.shapes() or [])) for e in events]
     except (AttributeError, RuntimeError):  # the private API moved: take the public, slower one
         return [
-            (e.name, list(getattr(e, "concrete_inputs", None) or [])) for e in profiler.events()
+            (
+                e.name,
+                list(getattr(e, "concrete_inputs", None) or []),
+                list(getattr(e, "input_shapes", None) or []),
+            )
+            for e in profiler.events()
         ]
 
 
-def _is_causal_index() -> int:
-    """Where ``is_causal`` sits among the fused CPU kernel's arguments."""
+def _argument_index(name: str, default: int) -> int:
+    """Where the argument ``name`` sits among the fused CPU kernel's arguments."""
     try:
         schema = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default._schema
-        return [argument.name for argument in schema.arguments].index("is_causal")
+        return [argument.name for argument in schema.arguments].index(name)
     except (AttributeError, RuntimeError, ValueError):
-        return 4
+        return default
 
 
 def _peak_allocated(profiler: Any) -> int | None:

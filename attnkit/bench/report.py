@@ -17,8 +17,10 @@ __all__ = [
     "find_row",
     "format_report",
     "groups",
+    "kernels_table",
     "load",
     "markdown_table",
+    "padding_table",
     "shape_name",
 ]
 
@@ -61,6 +63,9 @@ def groups(report: dict[str, Any]) -> Iterator[tuple[dict[str, int], str, list[d
 def row_label(row: dict[str, Any]) -> str:
     if row["kind"] == "baseline":
         return f"{row['name']} (baseline)"
+    if row["kind"] == "padded":
+        padding = row["padding"]
+        return f"{row['name']}, {padding['fraction']:.0%} padded ({padding['side']})"
     return row["name"]
 
 
@@ -98,19 +103,8 @@ _HEADERS = ["name", "attention", "ms", "vs ref", "GFLOP/s", "of matmul", "peak M
 _RIGHT = {2, 3, 4, 5, 6}
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in [_HEADERS, *rows]) for i in range(len(_HEADERS))]
-
-    def line(cells: list[str]) -> str:
-        return (
-            indent
-            + "  ".join(
-                cell.rjust(widths[i]) if i in _RIGHT else cell.ljust(widths[i])
-                for i, cell in enumerate(cells)
-            ).rstrip()
-        )
-
-    return [line(_HEADERS), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+def _table(rows: list[list[str]]) -> list[str]:
+    return _grid(_HEADERS, rows, _RIGHT)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -144,8 +138,9 @@ def format_report(report: dict[str, Any]) -> str:
         for row in rows:
             if row["status"] != "ok":
                 lines.append(f"  {row['status']}: {row_label(row)}: {row['reason']}")
-            elif row.get("note"):
+            elif row.get("note") and row["kind"] != "padded":
                 lines.append(f"  note: {row['name']}: {row['note']}")
+        lines += _padding_lines(report, shape, mode, rows)
     if report.get("results"):
         lines += [""]
         lines += [f"{name} (baseline): {what}" for name, what in report["baselines"].items()]
@@ -157,11 +152,121 @@ def format_report(report: dict[str, Any]) -> str:
             "peak MB: most memory PyTorch allocated during one call, over what was allocated "
             "before it.",
         ]
+    lines += _kernel_lines(report)
     lines += _overhead_lines(report)
     elapsed = report.get("elapsed_s")
     if elapsed:
         lines.append(f"measured in {elapsed['total']:.1f} s")
     return "\n".join(lines)
+
+
+def mask_cost(report: dict[str, Any], shape: dict[str, int], mode: str) -> dict[str, Any] | None:
+    """The cost of the padding mask at ``shape`` and ``mode`` (``--padding``), if measured."""
+    for entry in (report.get("padding") or {}).get("masks", []):
+        if entry["shape"] == shape and entry["mode"] == mode:
+            return entry
+    return None
+
+
+def _padding_lines(
+    report: dict[str, Any], shape: dict[str, int], mode: str, rows: list[dict[str, Any]]
+) -> list[str]:
+    lines = []
+    for row in rows:
+        if row["kind"] == "padded" and row["status"] == "ok" and row.get("vs_unpadded"):
+            lines.append(
+                f"  padded: {row['name']}: {row['vs_unpadded']:.2f}x its unpadded time "
+                f"({row['padding']['tokens']:,} of {shape['tokens']:,} tokens of every row "
+                f"padding, {row['padding']['side']}), attention {row.get('attention') or '-'}"
+            )
+    cost = mask_cost(report, shape, mode)
+    if cost is not None:
+        shares = ", ".join(
+            f"{row['mask_share']:.2%} of {row['name']}'s padded call"
+            for row in rows
+            if row.get("mask_share") is not None
+        )
+        lines.append(
+            f"  mask {cost['mask']}: built and to_dense {_dims(cost['dense_shape'])} "
+            f"({cost['dense_mb']:,.1f} MB): {cost['first_ms']:.2f} ms"
+            + (f" ({shares})" if shares else "")
+            + f"; to_dense cached: {cost['cached_us']:.1f} us"
+        )
+    return lines
+
+
+def _dims(sizes: list[int]) -> str:
+    return "x".join(str(size) for size in sizes)
+
+
+def _kernel_lines(report: dict[str, Any]) -> list[str]:
+    section = report.get("kernels")
+    if not section:
+        return []
+    lines = []
+    by_shape: dict[str, list[dict[str, Any]]] = {}
+    for row in section["results"]:
+        by_shape.setdefault(shape_name(row["shape"]), []).append(row)
+    headers = ["mask", "kernel", "attention", "ms", "vs sdpa", "first call"]
+    for rows in by_shape.values():
+        first = rows[0]
+        lines += [
+            "",
+            f"kernels called directly, forward (no_grad): (batch, heads, tokens, head_dim) = "
+            f"({first['batch']}, {first['heads']}, {first['tokens']:,}, {first['head_dim']}), "
+            f"{report['settings']['dtype']}, median of {report['settings']['repeats']} runs",
+        ]
+        cells = [_kernel_cells(row) for row in rows if row["status"] == "ok"]
+        lines += _grid(headers, cells, right={3, 4, 5})
+        lines += [
+            f"  {row['status']}: {row['kernel']} with {row['mask']}: {row['reason']}"
+            for row in rows
+            if row["status"] != "ok"
+        ]
+    lines += [
+        "vs sdpa: time / the sdpa kernel's with the same mask, in the same run. first call: "
+        "left out of the timings;",
+        "for a compiled kernel (flex) it compiles for the mask and shape and builds the "
+        "block mask. Masks: " + _mask_densities(section["results"]) + ".",
+    ]
+    return lines
+
+
+def _kernel_cells(row: dict[str, Any]) -> list[str]:
+    ratio = row.get("ratio")
+    return [
+        row["mask"],
+        row["kernel"],
+        row.get("attention") or "-",
+        _number(row.get("ms")),
+        "-" if ratio is None else f"{ratio:.2f}x",
+        f"{row['first_call_s']:.1f} s",
+    ]
+
+
+def _mask_densities(rows: list[dict[str, Any]]) -> str:
+    seen: dict[str, str] = {}
+    for row in rows:
+        seen.setdefault(
+            row["mask"],
+            f"{row['mask']} = {row['mask_repr']}, {row['density']:.0%} of pairs allowed",
+        )
+    return "; ".join(seen.values())
+
+
+def _grid(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "  "
+            + "  ".join(
+                cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip()
+        )
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def _overhead_lines(report: dict[str, Any]) -> list[str]:
@@ -230,4 +335,60 @@ def markdown_table(report: dict[str, Any], shape: str | None = None) -> str:
         if several:
             values.insert(0, name)
         lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def padding_table(report: dict[str, Any]) -> str:
+    """The padded rows (``--padding``) beside the unpadded ones, as a Markdown table.
+
+    One line per padded variant, shape and mode: the unpadded and padded times,
+    their ratio, the attention kernel each ran, and the share of the padded call
+    that building and materialising the mask takes (measured in the same turns).
+    """
+    lines = [
+        "| shape | mode | variant | padding | unpadded ms | padded ms | padded / unpadded "
+        "| attention (unpadded, padded) | mask: built + to_dense | to_dense cached |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for shape, mode, rows in groups(report):
+        cost = mask_cost(report, shape, mode)
+        for row in rows:
+            if row["kind"] != "padded" or row["status"] != "ok":
+                continue
+            unpadded = find_row(rows, row["name"])
+            padding = row["padding"]
+            mask = "-" if cost is None else (f"{cost['first_ms']:.2f} ms ({row['mask_share']:.2%})")
+            cached = "-" if cost is None else f"{cost['cached_us']:.1f} µs"
+            ratio = row.get("vs_unpadded")
+            cells = [
+                shape_name(shape),
+                _MODE_LABELS.get(mode, mode),
+                f"**{row['name']}**",
+                f"{padding['tokens']:,} of {shape['tokens']:,} ({padding['side']})",
+                _number(None if unpadded is None else unpadded["ms"]),
+                _number(row["ms"]),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                f"{(unpadded or {}).get('attention') or '-'}, {row.get('attention') or '-'}",
+                mask,
+                cached,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def kernels_table(report: dict[str, Any]) -> str:
+    """The kernels section (``--kernels``) as a Markdown table: one row per mask and kernel."""
+    section = report.get("kernels") or {"results": []}
+    lines = [
+        "| shape (batch, heads, tokens, head_dim) | mask | allowed | kernel | attention | ms "
+        "| vs sdpa | first call |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in section["results"]:
+        if row["status"] != "ok":
+            continue
+        cells = _kernel_cells(row)
+        size = f"{row['batch']}, {row['heads']}, {row['tokens']:,}, {row['head_dim']}"
+        mask = f"`{row['mask_repr']}`"
+        lines.append("| " + " | ".join([size, mask, f"{row['density']:.0%}", *cells[1:]]) + " |")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ from attnkit.bench.cases import (
     case_flops,
     worst_case_bytes,
 )
+from attnkit.bench.kernels import KERNEL_MASKS, MaskSpec, measure_kernels
+from attnkit.bench.kernels import REFERENCE as REFERENCE_KERNEL
 from attnkit.bench.measure import (
     NoProgress,
     Progress,
@@ -34,8 +36,10 @@ from attnkit.bench.measure import (
     median,
     profile_call,
     time_interleaved,
+    warm_up,
 )
 from attnkit.bench.overhead import compile_check, create_overhead, plugin_load_time
+from attnkit.bench.padding import attention_mask, mask_entry, mask_steps, padded_tokens
 
 __all__ = ["MODES", "SCHEMA", "Config", "benchmark", "planned_steps"]
 
@@ -84,13 +88,26 @@ class Config:
     label: str | None = None
     preset: str | None = None
     command: str | None = None
+    padding: float | None = None
+    """A fraction of every row: also time each variant with that much padding."""
+    padding_side: str = "left"
+    kernels: list[str] = field(default_factory=list)
+    """Kernels to time directly with each of ``kernel_masks`` (none: no kernels section)."""
+    kernel_masks: list[MaskSpec] = field(
+        default_factory=lambda: [MaskSpec.parse(text) for text in KERNEL_MASKS]
+    )
 
 
 def planned_steps(config: Config) -> int:
     """How many progress steps `benchmark` takes, for sizing the bar."""
     per_case = config.warmup + 1 + config.repeats
     cases = len(config.variants) + len(config.baselines)
-    steps = len(config.shapes) * len(config.modes) * cases * per_case + 1  # + the matmul
+    groups = len(config.shapes) * len(config.modes) if cases else 0
+    steps = groups * cases * per_case + 1  # + the matmul
+    if config.padding is not None:  # the padded rows, and the mask timed twice per round
+        steps += groups * (len(config.variants) * per_case + 2 * config.repeats)
+    kernel_rows = len(config.kernels) * len(config.kernel_masks) * len(config.shapes)
+    steps += kernel_rows * (config.warmup + 2 + config.repeats)
     if config.overhead:
         steps += 1 + config.overhead_runs
     if config.compile:
@@ -127,12 +144,26 @@ def benchmark(config: Config, progress: Progress | None = None) -> dict[str, Any
     progress.update(1)
     elapsed["matmul"] = time.perf_counter() - began
     results: list[dict[str, Any]] = []
+    mask_costs: list[dict[str, Any]] = []
     for shape in config.shapes:
         for mode in config.modes:
+            if not config.variants and not config.baselines:
+                continue
             start = time.perf_counter()
-            results.extend(_measure_group(config, shape, mode, report["matmul"], progress))
+            rows, mask_cost = _measure_group(config, shape, mode, report["matmul"], progress)
+            results.extend(rows)
+            if mask_cost is not None:
+                mask_costs.append(mask_cost)
             elapsed[f"{shape} {mode}"] = time.perf_counter() - start
     report["results"] = results
+    if config.padding is not None:
+        report["padding"] = {
+            "fraction": config.padding,
+            "side": config.padding_side,
+            "masks": mask_costs,
+        }
+    if config.kernels:
+        report["kernels"] = _measure_kernels(config, progress, elapsed)
     report["machine"]["load_average_after"] = load_average()
     if config.overhead:
         start = time.perf_counter()
@@ -156,16 +187,52 @@ def benchmark(config: Config, progress: Progress | None = None) -> dict[str, Any
     return report
 
 
+def _measure_kernels(
+    config: Config, progress: Progress, elapsed: dict[str, float]
+) -> dict[str, Any]:
+    """The kernels section: every kernel with every mask, at each shape (`measure_kernels`)."""
+    rows: list[dict[str, Any]] = []
+    for shape in config.shapes:
+        start = time.perf_counter()
+        rows += measure_kernels(
+            config.kernels,
+            config.kernel_masks,
+            shape,
+            dtype=config.dtype,
+            repeats=config.repeats,
+            warmup=config.warmup,
+            min_run_time=config.min_run_time,
+            seed=config.seed,
+            progress=progress,
+        )
+        elapsed[f"{shape} kernels"] = time.perf_counter() - start
+    return {
+        "kernels": list(config.kernels),
+        "masks": [str(spec) for spec in config.kernel_masks],
+        "reference": REFERENCE_KERNEL,
+        "results": rows,
+    }
+
+
 def _measure_group(
     config: Config, shape: Shape, mode: str, matmul: dict[str, Any], progress: Progress
-) -> list[dict[str, Any]]:
-    """Measure every case at one shape and mode, timed in turns."""
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Measure every case at one shape and mode, timed in turns.
+
+    Returns:
+        The rows, and with ``config.padding`` the cost of the padding mask (see
+        `attnkit.bench.padding`), timed in the same turns.
+    """
     per_case = config.warmup + 1 + config.repeats  # warm-up, one profiled call, timed runs
     names = [(name, "baseline") for name in config.baselines if name in REFERENCES]
     names += [(name, "variant") for name in config.variants]
     names += [(name, "baseline") for name in config.baselines if name not in REFERENCES]
     torch.manual_seed(config.seed)
     x = torch.randn(shape.batch, shape.tokens, shape.d_model, dtype=config.dtype)
+    padding, padded = None, 0
+    if config.padding is not None:
+        padded = padded_tokens(shape.tokens, config.padding)
+        padding = attention_mask(shape.batch, shape.tokens, padded, config.padding_side)
     cases: list[Case] = []
     rows: dict[str, dict[str, Any]] = {}
     for name, kind in names:
@@ -177,9 +244,22 @@ def _measure_group(
         if case.skipped is not None:
             row["status"], row["reason"] = "skipped", case.skipped
             case.module = None
-            progress.update(per_case)
+            progress.update(per_case * (2 if padding is not None and kind == "variant" else 1))
         cases.append(case)
         rows[_key(case)] = row
+        if padding is not None and kind == "variant" and case.module is not None:
+            padded_case = _padded_case(case)
+            padded_row = _row(padded_case, shape, mode)
+            padded_row["padding"] = {
+                "fraction": config.padding,
+                "side": config.padding_side,
+                "tokens": padded,
+            }
+            if padded_case.skipped is not None:
+                padded_row["status"], padded_row["reason"] = "skipped", padded_case.skipped
+                progress.update(per_case)
+            cases.append(padded_case)
+            rows[_key(padded_case)] = padded_row
     steps: dict[str, Callable[[], object]] = {}
     numbers: dict[str, int] = {}
     for case in cases:
@@ -189,8 +269,8 @@ def _measure_group(
         row = rows[_key(case)]
         done = 0
         try:
-            step, reset = _step(case, x, mode)
-            seconds = _warm_up(step, config.warmup, 2 * config.min_run_time)
+            step, reset = _step(case, x, mode, padding if case.kind == "padded" else None)
+            seconds = warm_up(step, config.warmup, 2 * config.min_run_time)
             progress.update(config.warmup)
             done += config.warmup
             progress.set_description_str(f"{shape} {mode}: profiling {case.name}")
@@ -205,8 +285,20 @@ def _measure_group(
         progress.update(1)
         steps[_key(case)] = step
         numbers[_key(case)] = calls_per_run(seconds, config.min_run_time)
+    mask = None
+    if padding is not None:
+        mask, mask_calls = mask_steps(shape, padding)
+        for name, step in mask_calls.items():
+            steps[f"mask:{name}"] = step
+            numbers[f"mask:{name}"] = calls_per_run(
+                warm_up(step, config.warmup, 2 * config.min_run_time), config.min_run_time
+            )
     progress.set_description_str(f"{shape} {mode}: timing {len(steps)} cases in turns")
     timings = time_interleaved(steps, config.repeats, numbers, progress)
+    mask_cost = None
+    if mask is not None:
+        runs = {name: timings.pop(f"mask:{name}") for name in ("first", "cached")}
+        mask_cost = mask_entry(shape, mode, mask, config.padding_side, runs)
     for key, runs in timings.items():
         row = rows[key]
         row["status"] = "ok"
@@ -214,14 +306,41 @@ def _measure_group(
         row["runs_ms"] = [seconds * 1e3 for seconds in runs]
         row["ms"] = median(runs) * 1e3
     _derive(rows, cases, shape, mode, matmul)
+    if mask_cost is not None:
+        for row in rows.values():
+            if row["kind"] == "padded" and row["status"] == "ok":
+                row["mask_share"] = mask_cost["first_ms"] / row["ms"]
     del steps, cases
     gc.collect()
-    return list(rows.values())
+    return list(rows.values()), mask_cost
 
 
 def _key(case: Case) -> str:
     # A third-party variant may share a baseline's name; the kind tells them apart.
     return f"{case.kind}:{case.name}"
+
+
+def _padded_case(case: Case) -> Case:
+    """``case`` again, to be called with a padding mask: the same module, kind ``"padded"``."""
+    padded = Case(
+        case.name,
+        "padded",
+        case.module,
+        case.heads,
+        case.head_dim,
+        case.causal,
+        case.arguments,
+        case.note,
+    )
+    capabilities = getattr(type(case.module), "capabilities", frozenset())
+    if "attention_mask" not in capabilities:
+        declared = ", ".join(sorted(capabilities)) or "none"
+        padded.skipped = (
+            f"takes no attention_mask: it does not declare the attention_mask capability "
+            f"(it declares: {declared})"
+        )
+        padded.module = None
+    return padded
 
 
 def _row(case: Case, shape: Shape, mode: str) -> dict[str, Any]:
@@ -241,20 +360,24 @@ def _row(case: Case, shape: Shape, mode: str) -> dict[str, Any]:
     }
 
 
-def _step(case: Case, x: torch.Tensor, mode: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def _step(
+    case: Case, x: torch.Tensor, mode: str, attention_mask: torch.Tensor | None = None
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """One call of ``case`` in ``mode``, and what clears the previous call's gradients.
 
     The step clears them itself (as a training loop's ``zero_grad`` does); the
     profiled call clears them first too, so that freeing them is not counted.
+    With ``attention_mask``, every call passes it.
     """
     module = case.module
     assert module is not None
+    arguments = {} if attention_mask is None else {"attention_mask": attention_mask}
     if mode == "forward":
         module.eval()
 
         def forward() -> None:
             with torch.no_grad():
-                module(x)
+                module(x, **arguments)
 
         return forward, lambda: None
     module.train()
@@ -268,26 +391,9 @@ def _step(case: Case, x: torch.Tensor, mode: str) -> tuple[Callable[[], None], C
 
     def forward_backward() -> None:
         reset()
-        module(leaf).backward(grad)
+        module(leaf, **arguments).backward(grad)
 
     return forward_backward, reset
-
-
-def _warm_up(step: Callable[[], object], calls: int, min_time: float) -> float:
-    """Call ``step`` ``calls`` times and for at least ``min_time`` seconds, at least once.
-
-    Returns:
-        The seconds a call takes, as the median of the later half of the calls.
-    """
-    seconds: list[float] = []
-    began = time.perf_counter()
-    while len(seconds) < max(calls, 1) or (
-        time.perf_counter() - began < min_time and len(seconds) < 10_000
-    ):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return median(seconds[len(seconds) // 2 :])
 
 
 def _use_fields(use: Any) -> dict[str, Any]:
@@ -375,3 +481,7 @@ def _derive(
         row["gflops"] = flops / (row["ms"] / 1e3) / 1e9
         row["matmul_fraction"] = row["gflops"] / matmul["gflops"]
         row["ratio"] = None if reference_ms is None else row["ms"] / reference_ms
+        if case.kind == "padded":
+            unpadded = rows.get(f"variant:{case.name}")
+            measured = unpadded is not None and unpadded["status"] == "ok"
+            row["vs_unpadded"] = row["ms"] / unpadded["ms"] if measured else None
