@@ -10,6 +10,7 @@ import torch
 
 import attnkit
 from attnkit.models import GPTModel, causal_variants, generate, next_token
+from tests.test_models import MODERN
 
 CONFIG = {
     "vocab_size": 30,
@@ -18,6 +19,10 @@ CONFIG = {
     "n_heads": 3,
     "n_layers": 2,
     "drop_rate": 0.1,
+    # Sizes that only some variants take: gqa its key-value heads, mla its latent.
+    # Each variant is built with the keys it accepts.
+    "num_kv_heads": 1,
+    "kv_latent_dim": 4,
 }
 CACHED = [name for name in causal_variants() if attnkit.get_variant(name).supports_kv_cache]
 UNCACHED = [name for name in causal_variants() if name not in CACHED]
@@ -53,6 +58,34 @@ def test_greedy_cached_equals_uncached_token_for_token(name, prompt_length):
     assert cached.shape == (3, prompt_length + 30)
     assert torch.equal(cached[:, :prompt_length], prompt)
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("modern", MODERN)
+def test_modern_configs_generate_the_same_tokens_with_and_without_a_cache(modern):
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, **MODERN[modern]})
+    prompt = torch.randint(0, CONFIG["vocab_size"], (2, 5))
+    cached = generate(model, prompt, 30, use_cache=True)  # past the context, and the windows
+    assert torch.equal(cached, generate(model, prompt, 30, use_cache=False))
+
+
+def test_a_sliding_window_cache_stays_at_the_window_while_positions_go_on():
+    torch.manual_seed(0)
+    window = 4
+    config = {**CONFIG, "attention": "gqa", "rope_base": 10_000.0, "position_embedding": False}
+    model = GPTModel({**config, "window": window}).eval()
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (1, 16))
+    caches = model.new_kv_caches()
+    with torch.no_grad():
+        full = model(token_ids)
+        steps = [model(token_ids[:, :2], caches=caches)]
+        for t in range(2, 16):
+            steps.append(model(token_ids[:, t : t + 1], caches=caches))
+            assert [(c.length, c.held) for c in caches] == [(t + 1, min(t + 1, window))] * 2
+    # Each step saw its token at position cache.length, not at its place in the ring buffer.
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    generated = generate(model, token_ids[:, :3], 13, use_cache=True)
+    assert torch.equal(generated, generate(model, token_ids[:, :3], 13, use_cache=False))
 
 
 @pytest.mark.parametrize("name", CACHED)

@@ -20,6 +20,10 @@ CONFIG = {
     "n_layers": 2,
     "drop_rate": 0.0,
     "qkv_bias": False,
+    # Sizes that only some variants take: gqa its key-value heads, mla its latent.
+    # Each variant is built with the keys it accepts.
+    "num_kv_heads": 1,
+    "kv_latent_dim": 4,
 }
 CAUSAL = causal_variants()
 NOT_CAUSAL = [name for name in attnkit.list_variants() if name not in CAUSAL]
@@ -91,6 +95,129 @@ def test_attention_options_may_not_override_what_the_model_derives():
         GPTModel({**CONFIG, "attention_options": {"d_out": 6}})
 
 
+# What today's LLMs change about attention, as model configs: each a few keys, no code.
+MODERN = {
+    "llama": {
+        "attention": "gqa",
+        "num_kv_heads": 1,
+        "rope_base": 500_000.0,
+        "position_embedding": False,
+    },
+    "gemma3": {
+        "n_layers": 6,
+        "attention": "gqa",
+        "num_kv_heads": 1,
+        "qk_norm": True,
+        "softcap": 30.0,
+        "rope_base": 10_000.0,
+        "position_embedding": False,
+        # Five sliding-window layers to one global layer, with its own RoPE base.
+        "layer_pattern": [{"window": 4}] * 5 + [{"window": None, "rope_base": 1_000_000.0}],
+    },
+    "alibi_sinks": {"alibi": True, "sinks": True, "position_embedding": False},
+    "mla": {"attention": "mla", "kv_latent_dim": 6},
+    "hybrid": {"layer_pattern": [{"attention": "mla"}, {"attention": "gqa", "window": 3}]},
+}
+
+
+def test_the_optional_keys_reach_the_attention():
+    config = {**CONFIG, "attention": "gqa", "rope_base": 500_000, "qk_norm": True}
+    config.update({"softcap": 30.0, "window": 4, "sinks": True})
+    attention = GPTModel(config).blocks[0].attention
+    assert attention.num_kv_heads == 1
+    options = attention.options
+    assert (options.rope_base, options.softcap, options.window) == (500_000.0, 30.0, 4)
+    assert options.q_norm is not None and options.sinks.shape == (3,)
+    alibi = GPTModel({**CONFIG, "alibi": True}).blocks[0].attention
+    assert alibi.options.alibi_slopes is not None and alibi.num_kv_heads == 3
+    assert GPTModel({**CONFIG, "attention": "mla"}).blocks[0].attention.kv_latent_dim == 4
+
+
+def test_a_variant_is_built_without_the_keys_it_does_not_take():
+    # create_from_config's rule: dropped, since some registered variant takes them.
+    model = GPTModel({**CONFIG, "attention": "causal", "window": 4, "rope_base": 10_000})
+    assert type(model.blocks[0].attention).__name__ == "CausalAttention"
+
+
+def test_an_option_may_also_come_from_attention_options_but_not_twice():
+    model = GPTModel({**CONFIG, "attention_options": {"window": 4}})
+    assert model.blocks[0].attention.options.window == 4
+    with pytest.raises(ValueError, match="'window' is set both as a config key and in attention"):
+        GPTModel({**CONFIG, "window": 4, "attention_options": {"window": 4}})
+
+
+def test_a_layer_pattern_repeats_over_the_layers():
+    # Gemma 3 in one line: five sliding-window layers to one global layer, repeated.
+    pattern = [{"window": 4}] * 5 + [{}]
+    model = GPTModel({**CONFIG, "n_layers": 8, "layer_pattern": pattern})
+    windows = [block.attention.options.window for block in model.blocks]
+    assert windows == [4, 4, 4, 4, 4, None, 4, 4]
+    assert model.config["layer_pattern"] == pattern and model.config["layer_pattern"] is not pattern
+
+
+def test_a_layer_entry_overrides_the_config_and_merges_its_options():
+    config = {**CONFIG, "n_layers": 3, "window": 4, "attention_options": {"kernel": "explicit"}}
+    config["layer_pattern"] = [{}, {"window": None, "n_heads": 2, "qkv_bias": True}]
+    config["layer_pattern"] += [{"attention": "mla", "attention_options": {"kernel": "sdpa"}}]
+    first, second, third = (block.attention for block in GPTModel(config).blocks[:3])
+    assert (first.options.window, first.num_heads, first.kernel.name) == (4, 3, "explicit")
+    assert (second.options.window, second.num_heads, second.kernel.name) == (None, 2, "explicit")
+    assert second.W_query.bias is not None
+    assert (type(third).name, third.kernel.name) == ("mla", "sdpa")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "error", "message"),
+    [
+        ({"window": 4}, TypeError, "layer_pattern must be a list of dicts"),
+        ([], ValueError, r"from 1 to n_layers \(2\) entries, got 0"),
+        ([{}, {}, {}], ValueError, r"from 1 to n_layers \(2\) entries, got 3"),
+        ([{}, 4], TypeError, r"layer_pattern\[1\] must be a dict, got int"),
+        ([{"windw": 4}], ValueError, r"\[0\] has unknown key 'windw' \(did you mean 'window'\?\)"),
+        ([{"emb_dim": 6}], ValueError, "may not set 'emb_dim', which is the same for every layer"),
+        ([{"n_heads": 0}], ValueError, r"\[0\]: n_heads must be a positive integer, got 0"),
+        ([{"qkv_bias": 1}], TypeError, r"\[0\]: qkv_bias must be a bool, got 1"),
+        ([{"attention_options": {"d_in": 3}}], ValueError, "may not set 'd_in'"),
+        ([{"attention": "self_attention"}], ValueError, "'self_attention' is not causal"),
+    ],
+)
+def test_layer_pattern_errors_name_the_entry(pattern, error, message):
+    with pytest.raises(error, match=message):
+        GPTModel({**CONFIG, "layer_pattern": pattern})
+
+
+def test_the_position_embedding_can_be_left_to_the_attention():
+    assert GPTModel(CONFIG).pos_emb.weight.shape == (16, 12)  # the default: GPT-2's
+    model = GPTModel({**CONFIG, "rope_base": 10_000, "position_embedding": False})
+    assert model.pos_emb is None
+    assert not any(name.startswith("pos_emb") for name in model.state_dict())
+    logits = model(torch.randint(0, CONFIG["vocab_size"], (2, 7)))
+    assert logits.shape == (2, 7, CONFIG["vocab_size"]) and torch.isfinite(logits).all()
+    with pytest.raises(TypeError, match="position_embedding must be a bool, got 'no'"):
+        GPTModel({**CONFIG, "position_embedding": "no"})
+
+
+def test_positions_reach_the_attention_without_a_position_embedding():
+    # With RoPE and no position embedding, only the attention knows the order of tokens.
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, **MODERN["llama"]}).eval()
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    assert not torch.allclose(model(tokens)[0, -1], model(tokens.flip(1))[0, -1])
+
+
+@pytest.mark.parametrize("modern", MODERN)
+def test_modern_configs_decode_with_a_cache_as_the_full_pass(modern):
+    torch.manual_seed(0)
+    model = GPTModel({**CONFIG, **MODERN[modern]}).double().eval()
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 16))
+    caches = model.new_kv_caches()
+    with torch.no_grad():
+        bounds = [0, 5, *range(6, 17)]  # a prompt of 5 tokens, then one token at a time
+        chunks = [model(token_ids[:, a:b], caches=caches) for a, b in itertools.pairwise(bounds)]
+        full = model(token_ids)
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, **TOLERANCES[torch.float64])
+
+
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
@@ -100,6 +227,8 @@ def test_attention_options_may_not_override_what_the_model_derives():
         ({"qkv_bias": 1}, TypeError, "qkv_bias must be a bool, got 1"),
         ({"attention_options": 3}, TypeError, "attention_options must be a dict, got int"),
         ({"attention": "casual"}, attnkit.UnknownVariantError, "did you mean 'causal'"),
+        ({"num_kv_head": 1}, ValueError, r"unknown config key 'num_kv_head' \(did you mean"),
+        ({"attention": "gqa", "num_kv_heads": 2}, ValueError, r"num_kv_heads \(2\) must divide"),
     ],
 )
 def test_config_errors_name_the_key(change, error, message):

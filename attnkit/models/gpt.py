@@ -4,7 +4,7 @@ The architecture is GPT-2's, sized by a plain config dict:
 
 ```text
 token ids             (batch, tokens)
- -> token embedding + position embedding, dropout      (batch, tokens, emb_dim)
+ -> token embedding (+ position embedding), dropout    (batch, tokens, emb_dim)
  -> n_layers x TransformerBlock                        (batch, tokens, emb_dim)
  -> layer norm, linear output head                     (batch, tokens, vocab_size)
 ```
@@ -20,7 +20,10 @@ $$
 
 with $\\operatorname{FF}(h) = W_2\\, \\operatorname{GELU}(W_1 h + b_1) + b_2$, hidden width
 ``4 * emb_dim``. The attention is ``attnkit.create_from_config(config["attention"], ...)``,
-so any registered causal variant, built-in or from a plugin, drops in by name.
+so any registered causal variant, built-in or from a plugin, drops in by name;
+what today's LLMs change about attention (grouped key-value heads, a latent
+cache, RoPE, ALiBi, QK-norm, soft-capping, a sliding window, sinks) are config
+keys too, and a ``layer_pattern`` varies them from layer to layer.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ _DEFAULTS: dict[str, Any] = {
     "attention": "multihead",
     "drop_rate": 0.0,
     "qkv_bias": False,
+    "position_embedding": True,
     "attention_options": {},
+    "layer_pattern": None,
 }
 
 ATTENTION_ARGUMENTS = {
@@ -53,8 +58,31 @@ ATTENTION_ARGUMENTS = {
     "dropout": "drop_rate",
     "num_heads": "n_heads",
     "qkv_bias": "qkv_bias",
+    "num_kv_heads": "num_kv_heads",
+    "kv_latent_dim": "kv_latent_dim",
+    "rope_base": "rope_base",
+    "alibi": "alibi",
+    "qk_norm": "qk_norm",
+    "softcap": "softcap",
+    "window": "window",
+    "sinks": "sinks",
 }
-"""The attention's keyword arguments (the chapter's names) and the config keys that fill them."""
+"""The attention's keyword arguments (the chapter's names) and the config keys that fill them.
+
+The first six come from the model's own keys and always reach the attention.
+The others are optional config keys, passed only when the config sets them:
+``num_kv_heads`` (for ``gqa``), ``kv_latent_dim`` (for ``mla``) and the options
+of the multi-head variants (``rope_base``, ``alibi``, ``qk_norm``, ``softcap``,
+``window``, ``sinks``). As with every argument, a variant that does not take
+one is built without it.
+"""
+
+# Attention arguments the model derives from its own keys: attention_options may not set them.
+_DERIVED = {a: k for a, k in ATTENTION_ARGUMENTS.items() if k in _REQUIRED or k in _DEFAULTS}
+# Optional config keys that reach the attention under the same name.
+_OPTIONAL = tuple(k for k in ATTENTION_ARGUMENTS.values() if k not in _REQUIRED + tuple(_DEFAULTS))
+# What one entry of layer_pattern may set: everything about a layer's attention.
+_LAYER_KEYS = ("attention", "n_heads", "qkv_bias", *_OPTIONAL, "attention_options")
 
 
 def causal_variants() -> list[str]:
@@ -114,13 +142,34 @@ class GPTModel(nn.Module):
     - ``drop_rate`` (default 0.0): dropout on the embeddings, on each residual
       branch and, as ``dropout``, on the attention weights.
     - ``qkv_bias`` (default False): give the query, key and value projections a bias.
+    - ``num_kv_heads``, ``kv_latent_dim``, ``rope_base``, ``alibi``, ``qk_norm``,
+      ``softcap``, ``window``, ``sinks`` (optional): passed to the attention
+      under the same names when set, for example ``num_kv_heads`` for ``gqa``,
+      ``kv_latent_dim`` for ``mla``, ``rope_base`` or ``window`` for
+      ``multihead`` and ``gqa``.
+    - ``position_embedding`` (default True): add a learned position embedding
+      to the token embedding, as GPT-2 does. Set it False when the attention
+      encodes positions itself (``rope_base`` or ``alibi``), as Llama, Qwen,
+      Gemma and Mistral do. Only then: a variant that does not take
+      ``rope_base`` (``causal``, ``mla``) is built without it, and without the
+      embedding its layers would see no positions at all.
     - ``attention_options`` (default ``{}``): further keyword arguments for the
-      attention, such as a plugin's ``window`` or ``kernel="explicit"``.
+      attention, such as ``kernel="explicit"`` or a plugin's own option.
+    - ``layer_pattern`` (default None): a list of dicts, repeated over the
+      layers: layer ``i`` is built from the config merged with entry
+      ``i % len(layer_pattern)``. An entry may set the keys that shape one
+      layer's attention: ``attention``, ``n_heads``, ``qkv_bias``, the optional
+      keys above and ``attention_options`` (merged with the config's). Gemma 3's
+      five sliding-window layers to one global layer are
+      ``"layer_pattern": [{"window": 1024}] * 5 + [{}]``; a list of ``n_layers``
+      entries spells out every layer.
 
-    The attention is built by `attnkit.create_from_config` from the keys in
-    `ATTENTION_ARGUMENTS` plus ``attention_options``: each variant receives the
-    arguments it accepts (``num_heads`` reaches multi-head variants only), and a
-    misspelled option, one that no registered variant accepts, raises.
+    Each layer's attention is built by `attnkit.create_from_config` from the
+    keys in `ATTENTION_ARGUMENTS` plus ``attention_options``: each variant
+    receives the arguments it accepts (``num_heads`` reaches multi-head variants
+    only, ``num_kv_heads`` reaches ``gqa`` only), and a misspelled option, one
+    that no registered variant accepts, raises. No key is set both at the top
+    level and in ``attention_options``.
 
     The residual stream is ``emb_dim`` wide, so the attention's output must be
     too. It is built with ``d_out = emb_dim`` first. A variant whose output is
@@ -138,7 +187,8 @@ class GPTModel(nn.Module):
         config: The config with defaults filled in.
         context_length: The most tokens the model can see at once.
         tok_emb: ``nn.Embedding(vocab_size, emb_dim)``.
-        pos_emb: ``nn.Embedding(context_length, emb_dim)``.
+        pos_emb: ``nn.Embedding(context_length, emb_dim)``, or ``None`` without
+            ``position_embedding``.
         blocks: ``n_layers`` `TransformerBlock` modules.
         final_norm: ``nn.LayerNorm(emb_dim)``.
         out_head: ``nn.Linear(emb_dim, vocab_size, bias=False)``.
@@ -161,7 +211,18 @@ class GPTModel(nn.Module):
         >>> GPTModel({**config, "attention": "self_attention"})
         Traceback (most recent call last):
         ...
-        ValueError: GPTModel: attention 'self_attention' is not causal, so each token would see the tokens after it; choose a causal variant: causal, multihead, ...
+        ValueError: GPTModel: attention 'self_attention' is not causal, so each token would see the tokens after it; choose a causal variant: causal, ...
+
+        A Gemma-3-like stack: grouped key-value heads, RoPE instead of a learned
+        position embedding, five sliding-window layers to one global layer:
+
+        >>> gemma_like = GPTModel({**config, "n_layers": 6, "attention": "gqa",
+        ...     "num_kv_heads": 1, "rope_base": 10_000, "position_embedding": False,
+        ...     "layer_pattern": [{"window": 4}] * 5 + [{}]})
+        >>> [block.attention.options.window for block in gemma_like.blocks]
+        [4, 4, 4, 4, 4, None]
+        >>> gemma_like.pos_emb is None
+        True
     """  # noqa: E501
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -170,11 +231,15 @@ class GPTModel(nn.Module):
         emb_dim = self.config["emb_dim"]
         self.context_length: int = self.config["context_length"]
         self.tok_emb = nn.Embedding(self.config["vocab_size"], emb_dim)
-        self.pos_emb = nn.Embedding(self.context_length, emb_dim)
+        self.pos_emb: nn.Embedding | None = None
+        if self.config["position_embedding"]:
+            self.pos_emb = nn.Embedding(self.context_length, emb_dim)
         self.drop_emb = nn.Dropout(self.config["drop_rate"])
         self.blocks = nn.ModuleList(
-            TransformerBlock(_build_attention(self.config), emb_dim, self.config["drop_rate"])
-            for _ in range(self.config["n_layers"])
+            TransformerBlock(
+                _build_attention(name, arguments, emb_dim), emb_dim, self.config["drop_rate"]
+            )
+            for name, arguments in _layer_attention(self.config)
         )
         self.final_norm = nn.LayerNorm(emb_dim)
         self.out_head = nn.Linear(emb_dim, self.config["vocab_size"], bias=False)
@@ -188,13 +253,16 @@ class GPTModel(nn.Module):
         """One empty `attnkit.KVCache` per block, for `forward`'s ``caches``.
 
         Raises:
-            TypeError: The attention variant does not support a KV cache.
+            TypeError: A block's attention variant does not support a KV cache.
         """
-        if not self.supports_kv_cache:
-            raise TypeError(
-                f"GPTModel: attention {self.config['attention']!r} does not support a KV cache "
-                f"(supports_kv_cache is False); run it without caches (generate: use_cache=False)"
-            )
+        for block in self.blocks:
+            variant = type(block.attention)
+            if not variant.supports_kv_cache:
+                raise TypeError(
+                    f"GPTModel: attention {variant.name!r} does not support a KV cache "
+                    f"(supports_kv_cache is False); run it without caches "
+                    f"(generate: use_cache=False)"
+                )
         return [KVCache() for _ in self.blocks]
 
     def forward(
@@ -207,7 +275,8 @@ class GPTModel(nn.Module):
             caches: One `attnkit.KVCache` per block (see `new_kv_caches`), or
                 ``None``. With caches, ``token_ids`` holds only the tokens after
                 those already cached, and their positions continue from the
-                cache's length.
+                cache's `length` (which, for a sliding-window cache, keeps
+                counting past the tokens it holds).
 
         Returns:
             Logits ``(batch, tokens, vocab_size)``; position ``t`` scores the token
@@ -219,8 +288,11 @@ class GPTModel(nn.Module):
                 past ``context_length``, or ``caches`` has the wrong length.
         """
         past = self._check_forward(token_ids, caches)
-        positions = torch.arange(past, past + token_ids.shape[1], device=token_ids.device)
-        x = self.drop_emb(self.tok_emb(token_ids) + self.pos_emb(positions))
+        x = self.tok_emb(token_ids)
+        if self.pos_emb is not None:
+            positions = torch.arange(past, past + token_ids.shape[1], device=token_ids.device)
+            x = x + self.pos_emb(positions)
+        x = self.drop_emb(x)
         for index, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[index])
         return self.out_head(self.final_norm(x))
@@ -282,7 +354,7 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with defaults filled in, checked key by key."""
     if not isinstance(config, Mapping):
         raise TypeError(f"GPTModel: config must be a dict, got {type(config).__name__}")
-    known = (*_REQUIRED, *_DEFAULTS)
+    known = (*_REQUIRED, *_DEFAULTS, *_OPTIONAL)
     for key in config:
         if key not in known:
             hint = did_you_mean(key, known)
@@ -301,42 +373,131 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in _REQUIRED:
         check_positive_int(resolved[key], key, "GPTModel")
     check_dropout(resolved["drop_rate"], "GPTModel: drop_rate")
-    if not isinstance(resolved["qkv_bias"], bool):
-        raise TypeError(f"GPTModel: qkv_bias must be a bool, got {resolved['qkv_bias']!r}")
-    if not isinstance(resolved["attention"], str):
+    if not isinstance(resolved["position_embedding"], bool):
         raise TypeError(
-            f"GPTModel: attention must be a variant name (str), got {resolved['attention']!r}"
+            f"GPTModel: position_embedding must be a bool, got {resolved['position_embedding']!r}"
         )
-    options = resolved["attention_options"]
-    if not isinstance(options, Mapping):
-        raise TypeError(f"GPTModel: attention_options must be a dict, got {type(options).__name__}")
-    for argument in options:
-        if argument in ATTENTION_ARGUMENTS:
-            raise ValueError(
-                f"GPTModel: attention_options may not set {argument!r}; the model sets it "
-                f"from {ATTENTION_ARGUMENTS[argument]!r}"
-            )
-    resolved["attention_options"] = dict(options)
+    _check_attention_settings(resolved, "GPTModel")
+    resolved["attention_options"] = dict(resolved["attention_options"])
+    resolved["layer_pattern"] = _checked_pattern(resolved["layer_pattern"], resolved["n_layers"])
     return resolved
 
 
-def _build_attention(config: Mapping[str, Any]) -> Attention:
-    """Build the config's attention so that it maps ``emb_dim`` to ``emb_dim``."""
-    name = config["attention"]
+def _check_attention_settings(settings: Mapping[str, Any], owner: str) -> None:
+    """Check the keys that shape an attention, in the config or in a layer_pattern entry."""
+    if "qkv_bias" in settings and not isinstance(settings["qkv_bias"], bool):
+        raise TypeError(f"{owner}: qkv_bias must be a bool, got {settings['qkv_bias']!r}")
+    if "attention" in settings and not isinstance(settings["attention"], str):
+        raise TypeError(
+            f"{owner}: attention must be a variant name (str), got {settings['attention']!r}"
+        )
+    if "n_heads" in settings:
+        check_positive_int(settings["n_heads"], "n_heads", owner)
+    options = settings.get("attention_options", {})
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{owner}: attention_options must be a dict, got {type(options).__name__}")
+    for argument in options:
+        if argument in _DERIVED:
+            raise ValueError(
+                f"{owner}: attention_options may not set {argument!r}; the model sets it "
+                f"from {_DERIVED[argument]!r}"
+            )
+        if argument in _OPTIONAL and argument in settings:
+            raise ValueError(
+                f"{owner}: {argument!r} is set both as a config key and in attention_options; "
+                f"set it once"
+            )
+
+
+def _checked_pattern(pattern: object, n_layers: int) -> list[dict[str, Any]] | None:
+    """``layer_pattern``, checked entry by entry, as a list of fresh dicts (or None)."""
+    if pattern is None:
+        return None
+    if isinstance(pattern, (str, Mapping)) or not isinstance(pattern, Sequence):
+        raise TypeError(
+            f"GPTModel: layer_pattern must be a list of dicts (one per layer of the repeating "
+            f"pattern), got {type(pattern).__name__}"
+        )
+    if not 1 <= len(pattern) <= n_layers:
+        raise ValueError(
+            f"GPTModel: layer_pattern must have from 1 to n_layers ({n_layers}) entries, "
+            f"got {len(pattern)}"
+        )
+    checked = []
+    for index, entry in enumerate(pattern):
+        owner = f"GPTModel: layer_pattern[{index}]"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{owner} must be a dict, got {type(entry).__name__}")
+        for key in entry:
+            if key in _LAYER_KEYS:
+                continue
+            if key in _REQUIRED or key in _DEFAULTS:
+                raise ValueError(
+                    f"{owner} may not set {key!r}, which is the same for every layer; "
+                    f"a layer may set: {', '.join(_LAYER_KEYS)}"
+                )
+            hint = did_you_mean(key, _LAYER_KEYS)
+            hint = f" ({hint})" if hint else ""
+            raise ValueError(
+                f"{owner} has unknown key {key!r}{hint}; a layer may set: {', '.join(_LAYER_KEYS)}"
+            )
+        _check_attention_settings(entry, owner)
+        entry = dict(entry)
+        if "attention_options" in entry:
+            entry["attention_options"] = dict(entry["attention_options"])
+        checked.append(entry)
+    return checked
+
+
+def _layer_attention(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each layer's variant name and attention arguments: the config merged with its entry.
+
+    Layer ``i`` takes entry ``i % len(layer_pattern)``; the entry's keys (and its
+    ``attention_options``) override the config's.
+    """
+    pattern = config["layer_pattern"] or [{}]
+    shared = _attention_arguments(config)
+    return [
+        (entry.get("attention", config["attention"]), {**shared, **_attention_arguments(entry)})
+        for entry in (pattern[index % len(pattern)] for index in range(config["n_layers"]))
+    ]
+
+
+def _attention_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The attention's keyword arguments that the config (or a layer's entry) sets."""
+    arguments = {
+        argument: settings[key] for argument, key in ATTENTION_ARGUMENTS.items() if key in settings
+    }
+    arguments.update(settings.get("attention_options", {}))
+    return arguments
+
+
+def _check_causal(name: str) -> None:
     if not attnkit.get_variant(name).causal:
         raise ValueError(
             f"GPTModel: attention {name!r} is not causal, so each token would see the tokens "
             f"after it; choose a causal variant: {', '.join(causal_variants())}"
         )
-    emb_dim = config["emb_dim"]
-    arguments = {argument: config[key] for argument, key in ATTENTION_ARGUMENTS.items()}
-    arguments.update(config["attention_options"])
+
+
+def _build_attention(name: str, arguments: Mapping[str, Any], emb_dim: int) -> Attention:
+    """Build attention ``name`` from ``arguments`` so that it maps ``emb_dim`` to ``emb_dim``."""
+    return _fitted(name, arguments, emb_dim)[0]
+
+
+def _fitted(
+    name: str, arguments: Mapping[str, Any], emb_dim: int
+) -> tuple[Attention, dict[str, Any]]:
+    """The attention, built with the ``d_out`` that makes it ``emb_dim`` wide, and its arguments."""
+    _check_causal(name)
+    arguments = dict(arguments)
     attention = _create(name, arguments)
     width = _output_width(attention, emb_dim)
     if width != emb_dim and width % emb_dim == 0 and emb_dim % (width // emb_dim) == 0:
         # The output is `factor` times d_out (heads side by side): shrink d_out to match.
         factor = width // emb_dim
-        attention = _create(name, {**arguments, "d_out": emb_dim // factor})
+        arguments["d_out"] = emb_dim // factor
+        attention = _create(name, arguments)
         width = _output_width(attention, emb_dim)
     if width != emb_dim:
         raise ValueError(
@@ -344,7 +505,7 @@ def _build_attention(config: Mapping[str, Any]) -> Attention:
             f"residual stream is emb_dim={emb_dim} wide and no d_out gives that width; "
             f"choose emb_dim, n_heads or attention_options to match"
         )
-    return attention
+    return attention, arguments
 
 
 def _create(name: str, arguments: Mapping[str, Any]) -> Attention:
