@@ -140,8 +140,9 @@ class KVCache:
             all_values = torch.cat((self.values, values), dim=2)
         self._keys, self._values = all_keys, all_values
         if window is not None and all_keys.shape[2] > window:
-            self._keys = all_keys[:, :, -window:]
-            self._values = None if all_values is None else all_values[:, :, -window:]
+            # Copies, not views: a view would keep a long prompt's keys alive.
+            self._keys = all_keys[:, :, -window:].clone()
+            self._values = None if all_values is None else all_values[:, :, -window:].clone()
         self._held = self._keys.shape[2]
         return all_keys, all_values
 

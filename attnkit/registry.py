@@ -111,7 +111,7 @@ class _Registry:
             stage = "to import"
             try:
                 plugin = source.load()
-                stage = "to register its variants"
+                stage = "in its hooks"
                 self.add_plugin(plugin, info)
             # A plugin that calls sys.exit() (or raises any other BaseException) must not end
             # the host program; only the user's own Ctrl-C goes through.
@@ -509,8 +509,8 @@ def list_plugins() -> list[PluginInfo]:
 
     Examples:
         >>> import attnkit
-        >>> [p.name for p in attnkit.list_plugins() if p.builtin][:3]
-        ['attnkit.causal', 'attnkit.kernels', 'attnkit.multihead']
+        >>> [p.name for p in attnkit.list_plugins() if p.builtin][:2]
+        ['attnkit.causal', 'attnkit.gqa']
     """
     with _lock:
         plugins = list(_loaded().plugins.values())
@@ -580,7 +580,7 @@ def get_kernel(name: str) -> Kernel:
         >>> attnkit.get_kernel("spda")
         Traceback (most recent call last):
         ...
-        attnkit.errors.UnknownKernelError: unknown attention kernel 'spda'; did you mean 'sdpa'? Available: explicit, ...
+        attnkit.errors.UnknownKernelError: unknown attention kernel 'spda'; did you mean 'sdpa'? Available: ...
     """  # noqa: E501
     if isinstance(name, Kernel):
         return name

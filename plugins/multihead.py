@@ -150,7 +150,11 @@ class MultiHeadAttention(attnkit.Attention):
         position_ids: torch.Tensor | None = None,
         cache: attnkit.KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, past + tokens)``."""  # noqa: E501
+        """x: ``(batch, tokens, d_in)`` -> context ``(batch, tokens, d_out)``, weights ``(batch, num_heads, tokens, past + tokens)``.
+
+        With a ``window`` and a cache, the weights cover the keys held, at most
+        ``window`` cached tokens and the new ones.
+        """  # noqa: E501
         batch, tokens, _ = x.shape
         # (batch, tokens, d_out) -> (batch, num_heads, tokens, head_dim): the split into heads.
         queries, keys, values = self._project(x)

@@ -105,7 +105,8 @@ class AttentionOptions(nn.Module):
         if self.rope_base is not None:
             if position_ids is None:
                 position_ids = torch.arange(queries.shape[2], device=queries.device)[None]
-            cos, sin = rope_angles(position_ids, queries.shape[-1], self.rope_base)
+            dtype = torch.promote_types(queries.dtype, torch.float32)
+            cos, sin = rope_angles(position_ids, queries.shape[-1], self.rope_base, dtype=dtype)
             queries, keys = apply_rope(queries, cos, sin), apply_rope(keys, cos, sin)
         return queries, keys
 
@@ -140,9 +141,9 @@ class AttentionOptions(nn.Module):
 
 
 def rope_angles(
-    position_ids: torch.Tensor, head_dim: int, base: float
+    position_ids: torch.Tensor, head_dim: int, base: float, *, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos`` and ``sin`` of RoPE's angles, ``(batch, 1, tokens, head_dim)`` each.
+    """``cos`` and ``sin`` of RoPE's angles, ``(batch, 1, tokens, head_dim)`` each, in ``dtype``.
 
     Dimension ``i`` and ``i + head_dim / 2`` share the frequency ``base^(-2i / head_dim)``
     (the rotate-half layout of Llama and Hugging Face).
@@ -154,9 +155,9 @@ def rope_angles(
         >>> cos[0, 0, 1]
         tensor([0.5403, 0.9999, 0.5403, 0.9999])
     """
-    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)
+    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=dtype)
     frequencies = base ** (-exponents / head_dim)
-    angles = position_ids.to(torch.float32)[..., None] * frequencies  # (batch, tokens, dim/2)
+    angles = position_ids.to(dtype)[..., None] * frequencies  # (batch, tokens, dim/2)
     angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)
     return angles.cos(), angles.sin()
 
@@ -165,7 +166,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate ``x`` ``(batch, heads, tokens, head_dim)`` by the angles: ``x cos + rotate_half(x) sin``."""  # noqa: E501
     first, second = x.chunk(2, dim=-1)
     rotated = torch.cat((-second, first), dim=-1)
-    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+    # In at least float32 (the angles' dtype): bfloat16 rotations would drift with position.
+    return (x.to(cos.dtype) * cos + rotated.to(cos.dtype) * sin).to(x.dtype)
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:

@@ -558,7 +558,7 @@ def test_plugins_reports_load_errors_and_the_rest_still_load(attnkit_command):
     assert len(warnings) == 2
     assert warnings[0].startswith(
         "attnkit: warning: plugin 'hook_error' (distribution attnkit-test-hook-error 2.0) failed "
-        "to register its variants: RuntimeError: the hook failed on purpose."
+        "in its hooks: RuntimeError: the hook failed on purpose."
     )
     assert warnings[1].startswith(
         "attnkit: warning: plugin 'import_error' (distribution attnkit-test-import-error 1.0) "

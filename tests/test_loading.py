@@ -137,8 +137,8 @@ def test_a_plugin_whose_hook_raises_registers_nothing(install):
     install("hook_error", "good")
     with pytest.warns(
         PluginLoadWarning,
-        match=r"plugin 'hook_error' \(distribution attnkit-test-hook-error 2\.0\) failed to "
-        r"register its variants: RuntimeError: the hook failed on purpose",
+        match=r"plugin 'hook_error' \(distribution attnkit-test-hook-error 2\.0\) failed in "
+        r"its hooks: RuntimeError: the hook failed on purpose",
     ):
         attnkit.registry.reload_plugins()
     # It registered a variant before raising; that variant was rolled back.
@@ -171,7 +171,7 @@ def test_a_duplicate_variant_name_across_distributions_keeps_the_first(install):
     [warning] = caught
     message = str(warning.message)
     assert (
-        "plugin 'twin' (distribution attnkit-test-twin 1.0) failed to register its variants: "
+        "plugin 'twin' (distribution attnkit-test-twin 1.0) failed in its hooks: "
         "DuplicateVariantError: variant 'uniform_good' (attnkit_test_twin.AnotherUniformAttention)"
         " from plugin 'twin' is already registered by plugin 'good' (distribution "
         "attnkit-test-good 1.0) as attnkit_test_good.UniformAttention"
@@ -393,8 +393,8 @@ def test_a_hook_calling_sys_exit_is_contained_like_any_failure(install):
     install("hook_exits", "good")
     with pytest.warns(
         PluginLoadWarning,
-        match=r"plugin 'hook_exits' \(distribution attnkit-test-hook-exits 1\.0\) failed to "
-        r"register its variants: SystemExit: 4",
+        match=r"plugin 'hook_exits' \(distribution attnkit-test-hook-exits 1\.0\) failed in "
+        r"its hooks: SystemExit: 4",
     ):
         attnkit.registry.reload_plugins()
     assert "before_exit" not in attnkit.list_variants()

@@ -356,11 +356,6 @@ def test_rope_reference_is_relative_in_float64():
         close(score(m + c, n + c), score(m, n), F64 | {"atol": 1e-10})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: options.apply_rope computes in float32 (x.float() * cos), and rope_angles "
-    "builds the angles in float32, so a float64 module's RoPE is only float32-accurate",
-)
 def test_rope_in_float64_is_float64_accurate():
     module = make("multihead", rope_base=10_000.0).double()
     x = inputs().double()
@@ -690,12 +685,6 @@ def test_window_cache_memory_stops_growing_at_the_window(window):
     assert cache.keys.untyped_storage().nbytes() <= per_token // 2 * (window + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KVCache.append keeps a windowed cache as a slice (a view) of the concatenation "
-    "of held and new keys, so after a long prompt the whole prompt's keys and values stay "
-    "allocated until the next step; clone the slice (attnkit/cache.py, append)",
-)
 def test_window_cache_frees_a_long_prompt():
     window = 2
     module = make("multihead", window=window)
