@@ -154,8 +154,8 @@ def test_a_misspelled_hook_is_reported(install):
         attnkit.registry.reload_plugins()
     [warning] = caught
     assert (
-        "plugin 'misspelled' (distribution attnkit-test-misspelled 1.0) failed to register its "
-        "variants: PluginValidationError: plugin 'misspelled' implements 'register_variant', "
+        "plugin 'misspelled' (distribution attnkit-test-misspelled 1.0) failed in its hooks: "
+        "PluginValidationError: plugin 'misspelled' implements 'register_variant', "
         "which is not an attnkit hook; did you mean 'register_variants'?"
     ) in str(warning.message)
     assert "never_registered" not in attnkit.list_variants()
@@ -185,8 +185,8 @@ def test_a_duplicate_plugin_name_across_distributions_keeps_the_first(install):
     install("good", "namesake")
     with pytest.warns(
         PluginLoadWarning,
-        match=r"plugin 'good' \(distribution attnkit-test-namesake 1\.0\) failed to register "
-        r"its variants: ValueError: a plugin named 'good' is already registered by "
+        match=r"plugin 'good' \(distribution attnkit-test-namesake 1\.0\) failed in its "
+        r"hooks: ValueError: a plugin named 'good' is already registered by "
         r"distribution attnkit-test-good 1\.0",
     ):
         attnkit.registry.reload_plugins()
