@@ -342,6 +342,195 @@ class Crashes(Working):
         raise RuntimeError("boom")
 
 
+class NoWeights(WorkingCausal):
+    """Causal single-head attention that declares no capability, not even the weights."""
+
+    capabilities = frozenset()
+
+
+# --- Variants with a padding mask and positions, correct and broken ---------------------------
+
+
+class WorkingMasked(WorkingCausal):
+    """Causal single-head attention with a padding mask and a KV cache, correct."""
+
+    capabilities = frozenset({"attention_mask", "kv_cache", "weights"})
+
+    def forward(self, x, need_weights=False, *, attention_mask=None, cache=None):
+        return self.masked(x, need_weights, attention_mask, cache)
+
+    def embed(self, x, position_ids):
+        """The input as the projections see it; a variant with positions adds them."""
+        return x
+
+    def allowed(self, attention_mask, past, total, batch, device):
+        """Bool (batch, tokens, past + tokens): the keys each query may attend to."""
+        allowed = torch.ones(total, total, dtype=torch.bool, device=device).tril()[past:]
+        allowed = allowed.expand(batch, -1, -1)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, :]
+        return allowed
+
+    def normalise(self, scores, allowed):
+        """Softmax over the allowed keys; zeros for a query with none."""
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        blind = ~allowed.any(-1, keepdim=True)
+        return torch.softmax(scores.masked_fill(blind, 0.0), dim=-1).masked_fill(~allowed, 0.0)
+
+    def masked(self, x, need_weights, attention_mask, cache, position_ids=None):
+        x = self.embed(x, position_ids)
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        if cache is not None:
+            keys, values = cache.append(keys.unsqueeze(1), values.unsqueeze(1))
+            keys, values = keys.squeeze(1), values.squeeze(1)
+        past = keys.shape[1] - x.shape[1]
+        allowed = self.allowed(attention_mask, past, keys.shape[1], x.shape[0], x.device)
+        scores = queries @ keys.transpose(1, 2) / x.shape[-1] ** 0.5
+        weights = self.normalise(scores, allowed)
+        context = weights @ values
+        return (context, self.reported(weights, scores)) if need_weights else context
+
+    def reported(self, weights, scores):
+        """The weights forward(need_weights=True) returns."""
+        return weights.unsqueeze(1)
+
+
+class WorkingPositions(WorkingMasked):
+    """WorkingMasked with learned absolute positions, taken from position_ids, correct."""
+
+    capabilities = frozenset({"attention_mask", "kv_cache", "weights", "position_ids"})
+
+    def __init__(self, d_in: int = 8, context_length: int = 8) -> None:
+        super().__init__(d_in=d_in, context_length=context_length)
+        self.position = nn.Embedding(context_length, d_in)
+
+    def forward(self, x, need_weights=False, *, attention_mask=None, position_ids=None, cache=None):
+        return self.masked(x, need_weights, attention_mask, cache, position_ids)
+
+    def embed(self, x, position_ids):
+        return x + self.position(position_ids)
+
+
+class IgnoresTheMask(WorkingMasked):
+    """Declares attention_mask but attends to padding keys too."""
+
+    def allowed(self, attention_mask, past, total, batch, device):
+        return super().allowed(None, past, total, batch, device)
+
+
+class InvertsTheMask(WorkingMasked):
+    """Reads the attention_mask the wrong way round: True as padding."""
+
+    def allowed(self, attention_mask, past, total, batch, device):
+        inverted = None if attention_mask is None else ~attention_mask
+        return super().allowed(inverted, past, total, batch, device)
+
+
+class NaNAtPadding(WorkingMasked):
+    """Marks its outputs at padding positions with NaN."""
+
+    def forward(self, x, need_weights=False, *, attention_mask=None, cache=None):
+        context = self.masked(x, False, attention_mask, cache)
+        if attention_mask is not None:
+            context = context.masked_fill(~attention_mask[:, -x.shape[1] :, None], float("nan"))
+        return (
+            (context, self.masked(x, True, attention_mask, cache)[1]) if need_weights else context
+        )
+
+
+class WeightsOnPadding(WorkingMasked):
+    """Computes with the mask but reports weights computed without it."""
+
+    def reported(self, weights, scores):
+        causal = torch.ones_like(scores, dtype=torch.bool).tril(scores.shape[-1] - scores.shape[-2])
+        return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1).unsqueeze(1)
+
+
+class AbsolutePositions(WorkingMasked):
+    """Adds learned positions counted from the first token, padding or not, without
+    declaring position_ids: left padding moves every real token."""
+
+    def __init__(self, d_in: int = 8, context_length: int = 8) -> None:
+        super().__init__(d_in=d_in, context_length=context_length)
+        self.position = nn.Embedding(context_length, d_in)
+
+    def embed(self, x, position_ids):
+        return x + self.position(torch.arange(x.shape[1], device=x.device))
+
+
+class BlindNaN(WorkingMasked):
+    """A query with no key to attend to gets a softmax over -inf only: NaN."""
+
+    def normalise(self, scores, allowed):
+        return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+class BlindUniform(WorkingMasked):
+    """Masks with the lowest finite score: a query with no key averages the masked values."""
+
+    def normalise(self, scores, allowed):
+        return torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
+
+
+class BlindNaNGradient(WorkingMasked):
+    """Adds the mask as -inf and replaces the NaN of fully masked rows by zeros after the
+    softmax: the right outputs, but NaN gradients."""
+
+    def normalise(self, scores, allowed):
+        bias = torch.zeros_like(scores).masked_fill(~allowed, float("-inf"))
+        return torch.softmax(scores + bias, dim=-1).nan_to_num(0.0)
+
+
+class BlindWeights(WorkingMasked):
+    """Gives fully masked queries a zero context but reports uniform weights for them."""
+
+    def reported(self, weights, scores):
+        blind = weights.sum(-1, keepdim=True) == 0
+        uniform = torch.full_like(weights, 1 / weights.shape[-1])
+        return torch.where(blind, uniform, weights).unsqueeze(1)
+
+
+class CacheForgetsPadding(WorkingMasked):
+    """With a cache, applies the attention_mask to the new keys only, not the cached ones."""
+
+    def allowed(self, attention_mask, past, total, batch, device):
+        if attention_mask is not None and past:
+            attention_mask = attention_mask.clone()
+            attention_mask[:, :past] = True
+        return super().allowed(attention_mask, past, total, batch, device)
+
+
+def _positions_from_zero(self, x, need_weights=False, *, position_ids=None, cache=None, **kw):
+    if position_ids is None:  # ignores the cache: every step starts again at position 0
+        position_ids = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+    return self.masked(x, need_weights, kw.get("attention_mask"), cache, position_ids)
+
+
+class PositionsFromZero(WorkingPositions):
+    """Its forward is swapped after class creation, bypassing the base class, and counts
+    default positions from 0 whatever the cache holds."""
+
+
+PositionsFromZero.forward = _positions_from_zero
+
+
+def _any_positions(self, x, need_weights=False, *, position_ids=None, cache=None, **kw):
+    if position_ids is not None:  # stretches or cuts positions of any shape to fit
+        position_ids = position_ids.reshape(-1)[: x.shape[1]].expand(x.shape[0], -1)
+    past = 0 if cache is None else cache.length
+    if position_ids is None:
+        position_ids = torch.arange(past, past + x.shape[1]).expand(x.shape[0], -1)
+    return self.masked(x, need_weights, kw.get("attention_mask"), cache, position_ids)
+
+
+class AcceptsAnyPositions(WorkingPositions):
+    """Its forward is swapped after class creation, bypassing the base class's checks, and
+    takes position_ids of any shape."""
+
+
+AcceptsAnyPositions.forward = _any_positions
+
+
 BROKEN = [
     (
         "batched_shape",
@@ -492,6 +681,85 @@ BROKEN = [
         r"forward must create its tensors on the input's device",
     ),
     (
+        "padding",
+        IgnoresTheMask,
+        r"padding: with left padding \(2 random padding token\(s\) in sequence 0\), the output "
+        r"at real token 0 differs from the sequence's own output \(unpadded, alone\) by up to "
+        r"[\d.e-]+; outputs at real tokens must not depend on the padding",
+    ),
+    (
+        "padding",
+        InvertsTheMask,
+        r"padding: an attention_mask of all ones changed the output of a 6-token sequence by up "
+        r"to [\d.e-]+; without padding, attention_mask must change nothing",
+    ),
+    (
+        "padding",
+        NaNAtPadding,
+        r"padding: with right padding, the output at padding position 6 of sequence 0 is not "
+        r"finite; outputs at padding positions must be finite",
+    ),
+    (
+        "padding",
+        WeightsOnPadding,
+        r"padding: with right padding, query 6 of sequence 0 \(head 0\) gives padding key 6 the "
+        r"weight [\d.e-]+; padding keys must get no weight",
+    ),
+    (
+        "padding",
+        AbsolutePositions,
+        r"padding: with left padding \(2 random padding token\(s\) in sequence 0\), the output "
+        r"at real token 0 differs",
+    ),
+    (
+        "masked_rows",
+        BlindNaN,
+        r"masked_rows: the output at position 0 of sequence 0 \(sequence 0 has 3 left padding "
+        r"tokens, all a causal query there sees\) is not finite \(NaN or inf\); a query whose "
+        r"every key is masked must get a zero context, not NaN",
+    ),
+    (
+        "masked_rows",
+        BlindUniform,
+        r"masked_rows: the output at position 0 of sequence 0 \(.*\) changed by up to [\d.e-]+ "
+        r"when the inputs changed; a query whose every key is masked must get a zero context",
+    ),
+    (
+        "masked_rows",
+        BlindNaNGradient,
+        r"masked_rows: with queries whose every key is masked, the input got a non-finite "
+        r"gradient; fully masked rows must give finite gradients",
+    ),
+    (
+        "masked_rows",
+        BlindWeights,
+        r"masked_rows: the weights of query 0 of sequence 0 \(head 0; sequence 0 has 3 left "
+        r"padding tokens, all a causal query there sees\) sum to 1; a query whose every key is "
+        r"masked must get weights of 0",
+    ),
+    (
+        "kv_cache_padding",
+        CacheForgetsPadding,
+        r"kv_cache_padding: fed through a KVCache \(3 tokens, then one at a time\) with a "
+        r"left-padded batch \(attention_mask covering the cached and new tokens at each step\), "
+        r"the output at position 3 of sequence 0, a real token, differs from the full pass's by "
+        r"up to [\d.e-]+; cached decoding must equal the full pass at real tokens",
+    ),
+    (
+        "position_ids",
+        PositionsFromZero,
+        r"position_ids: with a KVCache holding 2 tokens, forward\(x, cache=..., "
+        r"position_ids=\[\[2\]\]\) differs from forward\(x, cache=...\) by up to [\d.e-]+; by "
+        r"default the positions continue from the cache's length",
+    ),
+    (
+        "position_ids",
+        AcceptsAnyPositions,
+        r"position_ids: forward accepted position_ids of shape \(2, 7\) for an input of shape "
+        r"\(2, 6, 8\); position_ids must be \(batch, tokens\) = \(2, 6\), and other shapes raise "
+        r"ValueError",
+    ),
+    (
         "batched_shape",
         Crashes,
         r"batched_shape: raised RuntimeError: boom \(rule: forward\(\(batch, tokens, d_in\)\) "
@@ -513,7 +781,9 @@ def test_each_check_fails_on_a_variant_that_breaks_its_rule(check, variant, mess
     assert re.match(message, result.message), result.message
 
 
-@pytest.mark.parametrize("variant", [Working, WorkingCausal, WorkingCached])
+@pytest.mark.parametrize(
+    "variant", [Working, WorkingCausal, WorkingCached, NoWeights, WorkingMasked, WorkingPositions]
+)
 def test_the_working_variants_pass_every_check(variant):
     report = check_variant(variant, compile_backend="aot_eager")
     assert report.ok, str(report)
@@ -521,7 +791,46 @@ def test_the_working_variants_pass_every_check(variant):
     expected = set() if variant.causal else {"causality"}
     if not variant.supports_kv_cache:
         expected.add("kv_cache")
+    declared = variant.capabilities
+    for check, capabilities in [
+        ("need_weights", {"weights"}),
+        ("padding", {"attention_mask"}),
+        ("masked_rows", {"attention_mask"}),
+        ("kv_cache_padding", {"kv_cache", "attention_mask"}),
+        ("position_ids", {"position_ids"}),
+    ]:
+        if not capabilities <= declared:
+            expected.add(check)
     assert skipped == expected
+
+
+def test_the_checks_of_an_undeclared_capability_are_skipped_naming_it():
+    report = check_variant(
+        NoWeights, checks=["need_weights", "padding", "kv_cache_padding", "position_ids"]
+    )
+    assert [result.message for result in report] == [
+        "need_weights: the variant does not declare the 'weights' capability",
+        "padding: the variant does not declare the 'attention_mask' capability",
+        "kv_cache_padding: the variant does not declare the 'kv_cache' and 'attention_mask' "
+        "capabilities",
+        "position_ids: the variant does not declare the 'position_ids' capability",
+    ]
+    assert check_variant(NoWeights, checks=["causality"]).ok  # it does not ask for weights
+
+
+def test_the_padding_checks_skip_when_context_length_leaves_no_room():
+    report = check_variant(
+        WorkingMasked,
+        {"context_length": 1},
+        checks=["padding", "masked_rows", "kv_cache_padding"],
+    )
+    assert report["padding"].message == (
+        "padding: context_length 1 leaves no room for a padding token"
+    )
+    assert report["masked_rows"].passed  # one token, in an all-padding sequence
+    assert report["kv_cache_padding"].message == (
+        "kv_cache_padding: context_length 1 leaves no room for padding, a prompt and a new token"
+    )
 
 
 def test_every_check_has_a_broken_variant_that_fails_it():
@@ -624,8 +933,9 @@ def test_the_report_lists_each_result_in_check_order():
     assert report.arguments == sizes
     lines = str(report).splitlines()
     assert lines[0] == f"LooksAhead: d_in={sizes['d_in']}, context_length={sizes['context_length']}"
-    assert lines[1].startswith("  PASS  d_in_validation  an input of width ")
-    assert lines[3].startswith("  FAIL  causality        output at position 0 changed")
+    assert re.match(r"  PASS  d_in_validation +an input of width ", lines[1])
+    assert re.match(r"  FAIL  causality +output at position 0 changed", lines[3])
+    assert lines[1].index("an input") == lines[3].index("output at"), "details line up"
     assert lines[1:-1] == [result.format() for result in report]
     assert lines[-1] == "2 passed, 1 failed, 0 skipped"
     assert all(isinstance(r, CheckResult) and r.seconds >= 0 for r in report)
@@ -715,7 +1025,8 @@ def test_a_result_is_written_on_one_line_or_wrapped_under_its_detail():
     line = result.format()
     indent = line.index("the variant")
     assert line == "  SKIP  kv_cache".ljust(indent) + result.detail
-    assert indent == len("  SKIP  ") + max(len(check.name) for check in CHECKS) + 2
+    names = [check.name for check in (*CHECKS, *attnkit.testing.KERNEL_CHECKS)]
+    assert indent == len("  SKIP  ") + max(len(name) for name in names) + 2
     wrapped = result.format(width=indent + 20).splitlines()
     assert len(wrapped) > 1
     assert wrapped[0].startswith(line[: indent + len("the")])
@@ -752,6 +1063,7 @@ def test_the_kit_exports_its_names_from_private_modules():
     assert sorted(attnkit.testing.__all__) == sorted(
         [
             "CHECKS",
+            "KERNEL_CHECKS",
             "Check",
             "CheckResult",
             "ConformanceReport",
@@ -759,10 +1071,13 @@ def test_the_kit_exports_its_names_from_private_modules():
             "VariantBuildError",
             "VariantSpec",
             "build_arguments",
+            "check_kernel",
             "check_variant",
             "compile_support",
             "iter_checks",
+            "iter_kernel_checks",
             "parametrize_with_checks",
+            "parametrize_with_kernel_checks",
         ]
     )
     for name in attnkit.testing.__all__:

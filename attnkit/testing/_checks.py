@@ -12,8 +12,6 @@ import copy
 import io
 import sys
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -21,80 +19,32 @@ from attnkit import _arguments
 from attnkit._suggest import did_you_mean
 from attnkit.cache import KVCache
 from attnkit.interface import Attention
-from attnkit.testing._subject import BATCH, Subject
+from attnkit.testing._common import (
+    TOLERANCE,
+    Check,
+    Failed,
+    Skipped,
+    expect_tensor,
+    first_wrong,
+    largest_difference,
+    shape_of,
+)
+from attnkit.testing._subject import BATCH, TOKENS, Subject
 
 __all__ = ["CHECKS", "Check", "Failed", "Skipped", "compile_support", "require_backend"]
-
-# Absolute and relative tolerances, per dtype, for outputs compared against a reference.
-# bfloat16 keeps 8 bits of mantissa and its error compounds through several projections.
-_TOLERANCE = {
-    torch.float32: (1e-5, 1e-5),
-    torch.bfloat16: (5e-2, 5e-2),
-}
-
-
-@dataclass(frozen=True)
-class Check:
-    """One conformance check.
-
-    Attributes:
-        name: Used in reports, test ids, and `check_variant`'s ``checks`` and ``skip``.
-        rule: The rule it holds variants to, in one sentence.
-    """
-
-    name: str
-    rule: str
-    function: Callable[[Subject], str] = field(repr=False, compare=False)
-
-
-class Failed(Exception):
-    """Raised inside a check: the rule was broken; the message says how."""
-
-
-class Skipped(Exception):
-    """Raised inside a check: it does not apply; the message says why."""
 
 
 # --- The checks -----------------------------------------------------------------------------
 
 
-def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
-    return tuple(tensor.shape)
-
-
-def _expect_tensor(result: object, call: str) -> torch.Tensor:
-    if not isinstance(result, torch.Tensor):
-        raise Failed(f"{call} returned {type(result).__name__}; expected a tensor")
-    return result
-
-
-def _largest_difference(
-    actual: torch.Tensor,
-    expected: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
-    tolerance: tuple[float, float] | None = None,
-) -> float | None:
-    """The largest absolute difference if it exceeds the tolerance (the dtype's), else None."""
-    atol, rtol = tolerance or _TOLERANCE[dtype]
-    actual, expected = actual.detach().double(), expected.detach().double()
-    difference = (actual - expected).abs()
-    nan_mismatch = actual.isnan() != expected.isnan()
-    if nan_mismatch.any():
-        return float("nan")
-    difference = difference.nan_to_num(0.0)
-    if (difference > atol + rtol * expected.abs().nan_to_num(0.0)).any():
-        return float(difference.max())
-    return None
-
-
 def _check_batched_shape(subject: Subject) -> str:
     module = subject.build().eval()
     x = subject.inputs(module)
-    out = _expect_tensor(module(x), "forward(x)")
+    out = expect_tensor(module(x), "forward(x)")
     batch, tokens, _ = x.shape
-    if out.dim() != 3 or _shape(out)[:2] != (batch, tokens):
+    if out.dim() != 3 or shape_of(out)[:2] != (batch, tokens):
         raise Failed(
-            f"forward(x) with x of shape {_shape(x)} returned shape {_shape(out)}; expected "
+            f"forward(x) with x of shape {shape_of(x)} returned shape {shape_of(out)}; expected "
             f"({batch}, {tokens}, width): one context vector per token of each sequence"
         )
     declared = getattr(module, "output_dim", None)
@@ -110,33 +60,33 @@ def _check_batched_shape(subject: Subject) -> str:
     lengths = sorted({1, module.context_length or tokens})
     for length in lengths:
         short = subject.inputs(module, tokens=length)
-        result = _expect_tensor(module(short), "forward(x)")
-        if _shape(result) != (batch, length, out.shape[-1]):
+        result = expect_tensor(module(short), "forward(x)")
+        if shape_of(result) != (batch, length, out.shape[-1]):
             raise Failed(
-                f"forward(x) with x of shape {_shape(short)} returned shape {_shape(result)}; "
+                f"forward(x) with x of shape {shape_of(short)} returned shape {shape_of(result)}; "
                 f"expected {(batch, length, out.shape[-1])}"
             )
     also = " and ".join(str(length) for length in lengths)
-    return f"{_shape(x)} -> {_shape(out)}; also {also} token(s)"
+    return f"{shape_of(x)} -> {shape_of(out)}; also {also} token(s)"
 
 
 def _check_unbatched_shape(subject: Subject) -> str:
     module = subject.build().eval()
     x = subject.inputs(module)
-    batched = _expect_tensor(module(x), "forward(x)")
-    single = _expect_tensor(module(x[1]), "forward(x[1])")
-    if _shape(single) != _shape(batched)[1:]:
+    batched = expect_tensor(module(x), "forward(x)")
+    single = expect_tensor(module(x[1]), "forward(x[1])")
+    if shape_of(single) != shape_of(batched)[1:]:
         raise Failed(
-            f"forward(x[1]) with x[1] of shape {_shape(x[1])} returned shape {_shape(single)}; "
-            f"expected {_shape(batched)[1:]}, forward(x)[1] without the batch axis"
+            f"forward(x[1]) with x[1] of shape {shape_of(x[1])} returned shape {shape_of(single)}; "
+            f"expected {shape_of(batched)[1:]}, forward(x)[1] without the batch axis"
         )
-    change = _largest_difference(single, batched[1])
+    change = largest_difference(single, batched[1])
     if change is not None:
         raise Failed(
             f"forward(x[1]) differs from forward(x)[1] (max abs difference {change:.3g}); "
             f"each sequence of a batch must be processed independently of the others"
         )
-    return f"{_shape(x[1])} -> {_shape(single)}, equal to forward(x)[1]"
+    return f"{shape_of(x[1])} -> {shape_of(single)}, equal to forward(x)[1]"
 
 
 def _expect_value_error(module: Attention, x: torch.Tensor, problem: str, rule: str) -> str:
@@ -175,11 +125,12 @@ def _check_d_in_validation(subject: Subject) -> str:
     wrong = module.d_in + 1
     x = torch.randn(BATCH, subject.tokens(module), wrong)
     rule = f"An input whose last axis is not d_in ({module.d_in}) must raise ValueError."
-    _expect_value_error(module, x, f"of width {wrong} (shape {_shape(x)})", rule)
+    _expect_value_error(module, x, f"of width {wrong} (shape {shape_of(x)})", rule)
     return f"an input of width {wrong} raises ValueError (d_in is {module.d_in})"
 
 
 def _check_need_weights(subject: Subject) -> str:
+    _require(subject, "weights")
     module = subject.build().eval()
     x = subject.inputs(module)
     batch, tokens, _ = x.shape
@@ -190,14 +141,14 @@ def _check_need_weights(subject: Subject) -> str:
             f"(context, weights) pair"
         )
     context, weights = result
-    _expect_tensor(context, "forward(x, need_weights=True)[0]")
-    _expect_tensor(weights, "forward(x, need_weights=True)[1]")
-    if weights.dim() != 4 or weights.shape[0] != batch or _shape(weights)[2:] != (tokens, tokens):
+    expect_tensor(context, "forward(x, need_weights=True)[0]")
+    expect_tensor(weights, "forward(x, need_weights=True)[1]")
+    if weights.dim() != 4 or weights.shape[0] != batch or shape_of(weights)[2:] != (tokens, tokens):
         raise Failed(
-            f"weights have shape {_shape(weights)}; expected (batch, heads, tokens, tokens) = "
+            f"weights have shape {shape_of(weights)}; expected (batch, heads, tokens, tokens) = "
             f"({batch}, heads, {tokens}, {tokens})"
         )
-    change = _largest_difference(context, module(x))
+    change = largest_difference(context, module(x))
     if change is not None:
         raise Failed(
             f"the context returned with need_weights=True differs from forward(x) "
@@ -218,11 +169,11 @@ def _check_need_weights(subject: Subject) -> str:
             f"each row of attention weights must sum to 1"
         )
     _, unbatched = module(x[0], need_weights=True)
-    if _shape(unbatched) != _shape(weights)[1:]:
+    if shape_of(unbatched) != shape_of(weights)[1:]:
         raise Failed(
-            f"unbatched weights have shape {_shape(unbatched)}; expected {_shape(weights)[1:]}"
+            f"unbatched weights have shape {shape_of(unbatched)}; expected {shape_of(weights)[1:]}"
         )
-    return f"weights {_shape(weights)}, non-negative, rows sum to 1"
+    return f"weights {shape_of(weights)}, non-negative, rows sum to 1"
 
 
 def _check_causality(subject: Subject) -> str:
@@ -241,7 +192,7 @@ def _check_causality(subject: Subject) -> str:
         changed[:, t + 1 :] = noise * 10
         after = module(changed)
         kept = slice(0, t + 1)  # the positions whose outputs must not move
-        atol, rtol = _TOLERANCE[torch.float32]
+        atol, rtol = TOLERANCE[torch.float32]
         moved = (after[0, kept] - before[0, kept]).abs() > atol + rtol * before[0, kept].abs()
         leak = moved.any(-1)  # per position
         if leak.any():
@@ -252,12 +203,14 @@ def _check_causality(subject: Subject) -> str:
                 f"(tokens {t + 1} to {tokens - 1}; max abs change {change:.3g}); a causal "
                 f"variant's output at position t may depend only on tokens 0 to t"
             )
-    try:
-        _, weights = module(x, need_weights=True)
-        seen = isinstance(weights, torch.Tensor) and _shape(weights)[2:] == (tokens, tokens)
-        seen = seen and weights.dim() == 4
-    except Exception:
-        seen = False  # need_weights is the need_weights check's business
+    seen = False  # the weights are the need_weights check's business; look only if they come
+    if "weights" in subject.cls.capabilities:
+        try:
+            _, weights = module(x, need_weights=True)
+            seen = isinstance(weights, torch.Tensor) and weights.dim() == 4
+            seen = seen and shape_of(weights)[2:] == (tokens, tokens)
+        except Exception:
+            seen = False
     if seen:
         future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
         ahead = (weights.abs() > 1e-6) & future
@@ -288,12 +241,10 @@ def _check_kv_cache(subject: Subject) -> str:
         cache = KVCache()
         pieces, start = [], 0
         for size in chunks:
-            pieces.append(
-                _expect_tensor(module(x[:, start : start + size], cache=cache), "forward")
-            )
+            pieces.append(expect_tensor(module(x[:, start : start + size], cache=cache), "forward"))
             start += size
     cached = torch.cat(pieces, dim=1)
-    atol, rtol = _TOLERANCE[torch.float32]
+    atol, rtol = TOLERANCE[torch.float32]
     wrong = ((cached - full).abs() > atol + rtol * full.abs()).any(-1).any(0)
     if wrong.any():
         position = int(wrong.nonzero()[0])
@@ -306,6 +257,311 @@ def _check_kv_cache(subject: Subject) -> str:
     if cache.length != tokens:
         raise Failed(f"after {tokens} tokens the cache reports length {cache.length}")
     return f"{tokens} tokens fed through a KVCache ({chunks[0]}, then 1 at a time) match"
+
+
+# --- Declared capabilities: padding, fully masked rows, cached padding, positions -----------
+
+
+def _require(subject: Subject, *capabilities: str) -> None:
+    """Skip, naming them, unless the variant declares every one of ``capabilities``."""
+    missing = [c for c in capabilities if c not in subject.cls.capabilities]
+    if missing:
+        names = " and ".join(repr(c) for c in missing)
+        plural = "capabilities" if len(missing) > 1 else "capability"
+        raise Skipped(f"the variant does not declare the {names} {plural}")
+
+
+def _positions(subject: Subject, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``position_ids`` for a padded batch, for a variant that declares them; else nothing.
+
+    Hugging Face's convention: real tokens count 0, 1, ... from the first one, whichever
+    side the padding is on; padding positions repeat a neighbour's.
+    """
+    if "position_ids" not in subject.cls.capabilities:
+        return {}
+    return {"position_ids": (attention_mask.long().cumsum(-1) - 1).clamp(min=0)}
+
+
+def _padded(
+    sequences: list[torch.Tensor], width: int, side: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequences padded on ``side`` to ``width`` tokens with large random padding.
+
+    Returns ``x (batch, width, d)`` and the bool ``attention_mask (batch, width)``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    batch, d = len(sequences), sequences[0].shape[-1]
+    x = torch.randn(batch, width, d, generator=generator, dtype=torch.float64) * 10
+    x = x.to(sequences[0].dtype)
+    mask = torch.zeros(batch, width, dtype=torch.bool)
+    for b, sequence in enumerate(sequences):
+        start = 0 if side == "right" else width - len(sequence)
+        x[b, start : start + len(sequence)] = sequence
+        mask[b, start : start + len(sequence)] = True
+    return x, mask
+
+
+def _check_padding(subject: Subject) -> str:
+    _require(subject, "attention_mask")
+    module = subject.build().eval()
+    longest = subject.tokens(module, TOKENS + 2)
+    if longest < 2:
+        raise Skipped(f"context_length {module.context_length} leaves no room for a padding token")
+    narrower = max(2, longest - 1)  # the two layouts pad to different widths
+    lengths = [narrower - 1, max(1, narrower - 3)]
+    source = subject.inputs(module, tokens=lengths[0])
+    sequences = [source[0], source[1, : lengths[1]]]
+    alone = [expect_tensor(module(s[None]), "forward(x)")[0] for s in sequences]
+    for b, sequence in enumerate(sequences):
+        ones = torch.ones(1, len(sequence), dtype=torch.bool)
+        out = module(sequence[None], attention_mask=ones, **_positions(subject, ones))
+        change = largest_difference(
+            expect_tensor(out, "forward(x, attention_mask=...)")[0], alone[b]
+        )
+        if change is not None:
+            raise Failed(
+                f"an attention_mask of all ones changed the output of a {len(sequence)}-token "
+                f"sequence by up to {change:.3g}; without padding, attention_mask must change "
+                f"nothing"
+            )
+    layouts = []
+    for side, width, seed, dtype in [
+        ("right", narrower, 11, torch.bool),
+        ("left", longest, 12, torch.long),  # 0/1 integers this time
+    ]:
+        x, mask = _padded(sequences, width, side, seed)
+        layouts.append((side, width, x, mask, mask.to(dtype), _positions(subject, mask)))
+    for side, width, x, mask, attention_mask, positions in layouts:
+        out = expect_tensor(
+            module(x, attention_mask=attention_mask, **positions), "forward(x, attention_mask=...)"
+        )
+        if out.dim() != 3 or shape_of(out)[:2] != (BATCH, width):
+            raise Failed(
+                f"with {side} padding, forward(x, attention_mask=...) with x of shape "
+                f"{shape_of(x)} returned shape {shape_of(out)}; expected ({BATCH}, {width}, width)"
+            )
+        for b, sequence in enumerate(sequences):
+            pads = width - len(sequence)
+            wrong = first_wrong(out[b, mask[b]], alone[b], TOLERANCE[torch.float32])
+            if wrong is not None:
+                (token,), _, change = wrong
+                raise Failed(
+                    f"with {side} padding ({pads} random padding token(s) in sequence {b}), the "
+                    f"output at real token {token} differs from the sequence's own output "
+                    f"(unpadded, alone) by up to {change:.3g}; outputs at real tokens must not "
+                    f"depend on the padding"
+                )
+            bad = ~out[b, ~mask[b]].isfinite().all(-1)
+            if bad.any():
+                position = int((~mask[b]).nonzero()[int(bad.nonzero()[0])])
+                raise Failed(
+                    f"with {side} padding, the output at padding position {position} of "
+                    f"sequence {b} is not finite; outputs at padding positions must be finite"
+                )
+    weights_too = "weights" in subject.cls.capabilities
+    for side, width, x, mask, attention_mask, positions in layouts if weights_too else []:
+        result = module(x, need_weights=True, attention_mask=attention_mask, **positions)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise Failed(
+                f"forward(x, need_weights=True, attention_mask=...) returned "
+                f"{type(result).__name__}; expected a (context, weights) pair"
+            )
+        weights = expect_tensor(result[1], "forward(x, need_weights=True, ...)[1]")
+        if weights.dim() != 4 or (weights.shape[0], *weights.shape[2:]) != (BATCH, width, width):
+            raise Failed(
+                f"with {side} padding, weights have shape {shape_of(weights)}; expected "
+                f"(batch, heads, tokens, tokens) = ({BATCH}, heads, {width}, {width})"
+            )
+        leak = (weights != 0) & ~mask[:, None, None, :]
+        if leak.any():
+            b, h, q, k = (int(i) for i in leak.nonzero()[0])
+            raise Failed(
+                f"with {side} padding, query {q} of sequence {b} (head {h}) gives padding key "
+                f"{k} the weight {float(weights[b, h, q, k]):.3g}; padding keys must get no "
+                f"weight"
+            )
+    weights_note = "; padding keys get no weight" if weights_too else ""
+    return (
+        f"sequences of {lengths[0]} and {lengths[1]} tokens padded right to {narrower} and left "
+        f"to {longest} with random padding give their unpadded outputs at real tokens; "
+        f"finite outputs at padding{weights_note}"
+    )
+
+
+def _check_masked_rows(subject: Subject) -> str:
+    _require(subject, "attention_mask")
+    module = subject.build().eval()
+    tokens = subject.tokens(module)
+    pads = tokens // 2
+    mask = torch.ones(BATCH, tokens, dtype=torch.bool)
+    mask[0, :pads] = False  # left padding: a causal query here sees only padding
+    mask[1] = False  # all padding: no query has a key
+    if subject.cls.causal:
+        blind = mask.cumsum(-1) == 0
+        why = {0: f"sequence 0 has {pads} left padding tokens, all a causal query there sees"}
+    else:
+        blind = ~mask.any(-1, keepdim=True).expand(BATCH, tokens)
+        why = {}
+    why[1] = "sequence 1 is all padding"
+    positions = _positions(subject, mask)
+    first = subject.inputs(module, tokens=tokens, seed=21)
+    second = subject.inputs(module, tokens=tokens, seed=22) * 3
+    outputs = [
+        expect_tensor(module(x, attention_mask=mask, **positions), "forward(x, attention_mask=...)")
+        for x in (first, second)
+    ]
+    rows = [(int(b), int(t)) for b, t in blind.nonzero()]
+    for b, t in rows:
+        place = f"the output at position {t} of sequence {b} ({why[b]})"
+        if not outputs[0][b, t].isfinite().all():
+            raise Failed(
+                f"{place} is not finite (NaN or inf); a query whose every key is masked must "
+                f"get a zero context, not NaN"
+            )
+        change = largest_difference(outputs[1][b, t], outputs[0][b, t])
+        if change is not None:
+            raise Failed(
+                f"{place} changed by up to {change:.3g} when the inputs changed; a query whose "
+                f"every key is masked must get a zero context, so its output cannot depend on "
+                f"the inputs (a uniform average of the masked values is wrong)"
+            )
+    weights_note = ""
+    if "weights" in subject.cls.capabilities:
+        result = module(first, need_weights=True, attention_mask=mask, **positions)
+        weights = expect_tensor(result[1], "forward(x, need_weights=True, ...)[1]")
+        for b, t in rows:
+            total = weights[b, :, t].double().abs().sum(-1)
+            if not (total == 0).all():
+                h = int((total != 0).nonzero()[0])
+                raise Failed(
+                    f"the weights of query {t} of sequence {b} (head {h}; {why[b]}) sum to "
+                    f"{float(total[h]):.3g}; a query whose every key is masked must get weights "
+                    f"of 0"
+                )
+        weights_note = ", zero weights"
+    with torch.enable_grad():
+        x = first.clone().requires_grad_(True)
+        out = expect_tensor(module(x, attention_mask=mask, **positions), "forward(x, ...)")
+        (out.sum() + out.square().sum()).backward()
+    gradients = [("the input", x.grad)] + [
+        (f"parameter {name!r}", p.grad) for name, p in module.named_parameters()
+    ]
+    for name, gradient in gradients:
+        if gradient is not None and not gradient.isfinite().all():
+            raise Failed(
+                f"with queries whose every key is masked, {name} got a non-finite gradient; "
+                f"fully masked rows must give finite gradients (zeros, as PyTorch's SDPA does)"
+            )
+    return (
+        f"{len(rows)} queries with every key masked: finite outputs that do not depend on the "
+        f"inputs{weights_note}, finite gradients"
+    )
+
+
+def _check_kv_cache_padding(subject: Subject) -> str:
+    _require(subject, "kv_cache", "attention_mask")
+    module = subject.build().eval()
+    tokens = subject.tokens(module)
+    if tokens < 3:
+        raise Skipped(
+            f"context_length {module.context_length} leaves no room for padding, a prompt and "
+            f"a new token"
+        )
+    pads = min(2, tokens - 2)
+    mask = torch.ones(BATCH, tokens, dtype=torch.bool)
+    mask[0, :pads] = False  # left padding, as a batch of prompts for generation has
+    x = subject.inputs(module, tokens=tokens)
+    x[0, :pads] = 10 * subject.inputs(module, batch=1, tokens=pads, seed=31)[0]
+    positions = _positions(subject, mask)
+    full = expect_tensor(module(x, attention_mask=mask, **positions), "forward(x, ...)")
+    prompt = pads + 1
+    chunks = [prompt] + [1] * (tokens - prompt)
+    cache = KVCache()
+    pieces, start = [], 0
+    for size in chunks:
+        stop = start + size
+        step_positions = {name: p[:, start:stop] for name, p in positions.items()}
+        piece = module(
+            x[:, start:stop], attention_mask=mask[:, :stop], cache=cache, **step_positions
+        )
+        pieces.append(expect_tensor(piece, "forward(x, attention_mask=..., cache=...)"))
+        start = stop
+    cached = torch.cat(pieces, dim=1)
+    for b in range(BATCH):
+        wrong = first_wrong(cached[b, mask[b]], full[b, mask[b]], TOLERANCE[torch.float32])
+        if wrong is not None:
+            (token,), _, change = wrong
+            position = int(mask[b].nonzero()[token])
+            raise Failed(
+                f"fed through a KVCache ({prompt} tokens, then one at a time) with a left-padded "
+                f"batch (attention_mask covering the cached and new tokens at each step), the "
+                f"output at position {position} of sequence {b}, a real token, differs from the "
+                f"full pass's by up to {change:.3g}; cached decoding must equal the full pass at "
+                f"real tokens"
+            )
+    if not cached[~mask].isfinite().all():
+        raise Failed(
+            "fed through a KVCache with a left-padded batch, an output at a padding position "
+            "is not finite; outputs at padding positions must be finite"
+        )
+    return (
+        f"a batch with {pads} left padding tokens fed through a KVCache ({prompt} tokens, then 1 "
+        f"at a time) matches the full pass at real tokens"
+    )
+
+
+def _check_position_ids(subject: Subject) -> str:
+    _require(subject, "position_ids")
+    module = subject.build().eval()
+    x = subject.inputs(module)
+    batch, tokens, _ = x.shape
+    implicit = expect_tensor(module(x), "forward(x)")
+    default = torch.arange(tokens).expand(batch, tokens)
+    explicit = expect_tensor(module(x, position_ids=default), "forward(x, position_ids=...)")
+    change = largest_difference(explicit, implicit)
+    if change is not None:
+        raise Failed(
+            f"forward(x, position_ids=arange({tokens})) differs from forward(x) by up to "
+            f"{change:.3g}; by default the positions are 0, 1, ..., tokens - 1"
+        )
+    cached_note = ""
+    if "kv_cache" in subject.cls.capabilities and tokens >= 2:
+        prompt = min(2, tokens - 1)
+        implicit_cache, explicit_cache = KVCache(), KVCache()
+        module(x[:, :prompt], cache=implicit_cache)
+        module(x[:, :prompt], cache=explicit_cache, position_ids=default[:, :prompt])
+        for t in range(prompt, tokens):
+            step = x[:, t : t + 1]
+            without = expect_tensor(module(step, cache=implicit_cache), "forward(x, cache=...)")
+            given = module(step, cache=explicit_cache, position_ids=default[:, t : t + 1])
+            change = largest_difference(expect_tensor(given, "forward(x, cache=...)"), without)
+            if change is not None:
+                raise Failed(
+                    f"with a KVCache holding {t} tokens, forward(x, cache=..., position_ids="
+                    f"[[{t}]]) differs from forward(x, cache=...) by up to {change:.3g}; by "
+                    f"default the positions continue from the cache's length"
+                )
+        cached_note = f"; so do positions {prompt} onwards after a KVCache's {prompt} tokens"
+    for wrong in [(batch, tokens + 1), (batch + 1, tokens), (tokens,)]:
+        positions = torch.zeros(wrong, dtype=torch.long)
+        try:
+            module(x, position_ids=positions)
+        except ValueError:
+            continue
+        except Exception as error:
+            raise Failed(
+                f"position_ids of shape {wrong} for an input of shape {shape_of(x)} raised "
+                f"{type(error).__name__} ({error}); expected ValueError"
+            ) from error
+        raise Failed(
+            f"forward accepted position_ids of shape {wrong} for an input of shape {shape_of(x)}; "
+            f"position_ids must be (batch, tokens) = {(batch, tokens)}, and other shapes raise "
+            f"ValueError"
+        )
+    return (
+        f"position_ids=arange({tokens}) gives the output of none{cached_note}; wrong shapes "
+        f"raise ValueError"
+    )
 
 
 def _check_determinism(subject: Subject) -> str:
@@ -333,7 +589,7 @@ def _check_determinism(subject: Subject) -> str:
 def _check_gradients(subject: Subject) -> str:
     module = subject.build().train()
     x = subject.inputs(module).requires_grad_(True)
-    out = _expect_tensor(module(x), "forward(x)")
+    out = expect_tensor(module(x), "forward(x)")
     if not out.requires_grad:
         raise Failed("the output does not require grad; forward must not detach its result")
     out.square().sum().backward()
@@ -357,12 +613,12 @@ def _check_dtype(subject: Subject, dtype: torch.dtype) -> str:
     module = subject.build().eval()
     reference_module = copy.deepcopy(module).to(torch.float64)
     x = subject.inputs(module, dtype=torch.float64)
-    reference = _expect_tensor(reference_module(x), "forward(x) in float64")
+    reference = expect_tensor(reference_module(x), "forward(x) in float64")
     if dtype == torch.float64:
-        out, compared_with = reference, _expect_tensor(module(x.float()), "forward(x)")
+        out, compared_with = reference, expect_tensor(module(x.float()), "forward(x)")
     else:
         converted = copy.deepcopy(module).to(dtype)
-        out = _expect_tensor(converted(x.to(dtype)), f"forward(x) in {dtype}")
+        out = expect_tensor(converted(x.to(dtype)), f"forward(x) in {dtype}")
         compared_with = out
     if out.dtype != dtype:
         raise Failed(
@@ -374,15 +630,15 @@ def _check_dtype(subject: Subject, dtype: torch.dtype) -> str:
     # float64 is the reference: float32 must agree with it to float32's precision, and
     # bfloat16 to bfloat16's.
     precision = torch.float32 if dtype == torch.float64 else dtype
-    change = _largest_difference(compared_with, reference, precision)
+    change = largest_difference(compared_with, reference, precision)
     if change is not None:
         what = "float32" if dtype == torch.float64 else str(dtype).removeprefix("torch.")
-        atol, rtol = _TOLERANCE[precision]
+        atol, rtol = TOLERANCE[precision]
         raise Failed(
             f"the {what} output differs from the float64 output of the same weights by up to "
             f"{change:.3g} (tolerance atol={atol:g}, rtol={rtol:g})"
         )
-    atol, rtol = _TOLERANCE[precision]
+    atol, rtol = TOLERANCE[precision]
     if dtype == torch.float64:
         return f"float64 output; float32 agrees with it within atol={atol:g}, rtol={rtol:g}"
     return f"bfloat16 output, within atol={atol:g}, rtol={rtol:g} of the float64 output"
@@ -503,10 +759,12 @@ def _check_compile(subject: Subject) -> str:
                 expected = module(x)
         finally:
             torch._dynamo.reset()
-    out = _expect_tensor(out, "the compiled forward(x)")
-    if _shape(out) != _shape(expected):
-        raise Failed(f"the compiled module returned {_shape(out)}; eager gives {_shape(expected)}")
-    change = _largest_difference(out, expected)
+    out = expect_tensor(out, "the compiled forward(x)")
+    if shape_of(out) != shape_of(expected):
+        raise Failed(
+            f"the compiled module returned {shape_of(out)}; eager gives {shape_of(expected)}"
+        )
+    change = largest_difference(out, expected)
     if change is not None:
         raise Failed(
             f"the compiled module's output differs from eager by up to {change:.3g} "
@@ -549,17 +807,17 @@ def _check_to_device(subject: Subject) -> str:
             f"{type(error).__name__}: {error}; forward must create its tensors on the input's "
             f"device"
         ) from error
-    out = _expect_tensor(out, f"forward(x) on {device.type}")
+    out = expect_tensor(out, f"forward(x) on {device.type}")
     if out.device.type != device.type:
         raise Failed(f"after .to({device.type!r}), forward returned a tensor on {out.device}")
     if device.type == "meta":
-        if _shape(out) != _shape(expected):
+        if shape_of(out) != shape_of(expected):
             raise Failed(
-                f"on the meta device forward returned {_shape(out)}, not {_shape(expected)}"
+                f"on the meta device forward returned {shape_of(out)}, not {shape_of(expected)}"
             )
         return "parameters, buffers and forward all move to the 'meta' device (no accelerator here)"
     # Accelerator kernels (fused attention, another summation order) differ a little more.
-    change = _largest_difference(out.cpu(), expected, tolerance=(1e-4, 1e-4))  # pragma: no cover
+    change = largest_difference(out.cpu(), expected, tolerance=(1e-4, 1e-4))  # pragma: no cover
     if change is not None:  # pragma: no cover
         raise Failed(f"on {device} the output differs from the CPU's by up to {change:.3g}")
     return f"parameters, buffers and forward all move to {device}"  # pragma: no cover
@@ -588,8 +846,8 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "need_weights",
-        "need_weights=True returns (context, weights (batch, heads, tokens, tokens)), weights "
-        "non-negative with rows summing to 1, context unchanged.",
+        "A variant declaring weights: need_weights=True returns (context, weights (batch, heads, "
+        "tokens, tokens)), weights non-negative with rows summing to 1, context unchanged.",
         _check_need_weights,
     ),
     Check(
@@ -602,6 +860,33 @@ CHECKS: tuple[Check, ...] = (
         "A variant declaring supports_kv_cache = True: tokens fed through a KVCache give the "
         "outputs of the whole sequence at once.",
         _check_kv_cache,
+    ),
+    Check(
+        "padding",
+        "A variant declaring attention_mask: the same sequences padded left and right, by "
+        "different amounts with random padding, give their unpadded outputs at real tokens "
+        "(float32, 1e-5) and finite outputs at padding; padding keys get no weight.",
+        _check_padding,
+    ),
+    Check(
+        "masked_rows",
+        "A variant declaring attention_mask: a query whose every key is masked gets a zero "
+        "context (its output finite and independent of the inputs, its weights 0), and "
+        "gradients stay finite.",
+        _check_masked_rows,
+    ),
+    Check(
+        "kv_cache_padding",
+        "A variant declaring kv_cache and attention_mask: a left-padded batch fed through a "
+        "KVCache (attention_mask covering cached and new tokens) gives the full pass's outputs "
+        "at real tokens.",
+        _check_kv_cache_padding,
+    ),
+    Check(
+        "position_ids",
+        "A variant declaring position_ids: passing the default positions (continuing from the "
+        "cache's length) equals passing none; position_ids of the wrong shape raise ValueError.",
+        _check_position_ids,
     ),
     Check(
         "determinism", "In eval mode, forward is deterministic (dropout off).", _check_determinism

@@ -1,4 +1,4 @@
-"""Results: what one check found, every check's result for a variant, and how both read.
+"""Results: what one check found, every check's result for a variant or kernel, how both read.
 
 `CheckResult.format` is the one way a result is written out: a report's `str`,
 and the ``attnkit check`` command as each result arrives, both print its lines.
@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnkit.interface import Attention
+from attnkit.kernel import Kernel
 from attnkit.testing._checks import CHECKS
+from attnkit.testing._kernel_checks import KERNEL_CHECKS
 from attnkit.testing._subject import format_kwargs
 
 __all__ = ["CheckResult", "ConformanceReport", "Outcome"]
 
 _MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
-_NAME_WIDTH = max(len(check.name) for check in CHECKS)  # check names line up in a column
+# Check names line up in a column, the same for variants' and kernels' reports.
+_NAME_WIDTH = max(len(check.name) for check in (*CHECKS, *KERNEL_CHECKS))
 _NARROWEST = 30  # the least room wrapping leaves for a result's detail
 
 
@@ -36,7 +39,7 @@ class Outcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The result of one check on one variant.
+    """The result of one check on one variant or kernel.
 
     Attributes:
         check: The check's name, for example ``"causality"``.
@@ -100,17 +103,17 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class ConformanceReport:
-    """Every check's result for one variant, as returned by `check_variant`.
+    """Every check's result for one variant or kernel, from `check_variant` or `check_kernel`.
 
     Attributes:
-        variant: The variant's name (its class name if it has none).
-        cls: The variant class that was checked.
-        arguments: The keyword arguments it was built with.
+        variant: The variant's name (its class name if it has none), or the kernel's.
+        cls: The variant class that was checked, or the `attnkit.Kernel`.
+        arguments: The keyword arguments the variant was built with; empty for a kernel.
         results: One `CheckResult` per check, in the order the checks ran.
     """
 
     variant: str
-    cls: type[Attention]
+    cls: type[Attention] | Kernel
     arguments: dict[str, Any]
     results: tuple[CheckResult, ...]
 
@@ -142,8 +145,12 @@ class ConformanceReport:
         return ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
 
     def format(self, width: int | None = None) -> str:
-        """The variant and its arguments, each result (see `CheckResult.format`), the summary."""
-        lines = [f"{self.variant}: {format_kwargs(self.arguments) or 'no arguments'}"]
+        """The variant and its arguments (or the kernel), each result (see `CheckResult.format`),
+        the summary."""
+        if isinstance(self.cls, Kernel):
+            lines = [f"{self.variant} (kernel): {self.cls.summary}".rstrip(": ")]
+        else:
+            lines = [f"{self.variant}: {format_kwargs(self.arguments) or 'no arguments'}"]
         lines += [result.format(width) for result in self.results]
         lines.append(self.summary())
         return "\n".join(lines)

@@ -1,21 +1,27 @@
-"""Running the checks: `iter_checks` yields each result as its check finishes.
+"""Running the checks: `iter_checks` (variants) and `iter_kernel_checks` (kernels)
+yield each result as its check finishes.
 
-Every door to the kit goes through it: `check_variant` collects the results into
-a report, the ``attnkit check`` command prints each as it arrives, and each test
-that `parametrize_with_checks` makes takes the one result of its check.
+Every door to the kit goes through them: `check_variant` and `check_kernel`
+collect the results into a report, the ``attnkit check`` command prints each as
+it arrives, and each test that `parametrize_with_checks` or
+`parametrize_with_kernel_checks` makes takes the one result of its check.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from attnkit import registry
 from attnkit._suggest import did_you_mean
 from attnkit.interface import Attention
-from attnkit.testing._checks import CHECKS, Check, Failed, Skipped, require_backend
+from attnkit.kernel import Kernel
+from attnkit.testing._checks import CHECKS, require_backend
+from attnkit.testing._common import Check, Failed, Skipped
+from attnkit.testing._kernel_checks import KERNEL_CHECKS, KernelSubject
 from attnkit.testing._report import CheckResult, ConformanceReport, Outcome
 from attnkit.testing._subject import (
     Subject,
@@ -26,29 +32,37 @@ from attnkit.testing._subject import (
     resolve,
 )
 
-__all__ = ["check_variant", "iter_checks", "select"]
+__all__ = [
+    "check_kernel",
+    "check_variant",
+    "iter_checks",
+    "iter_kernel_checks",
+    "resolve_kernel",
+    "select",
+]
 
-_BY_NAME = {check.name: check for check in CHECKS}
 
-
-def select(names: Iterable[str] | None, what: str) -> list[str]:
-    """The check names in ``names`` (all if ``None``), each once; unknown names raise."""
+def select(names: Iterable[str] | None, what: str, among: Sequence[Check] = CHECKS) -> list[str]:
+    """The names in ``names`` (all of ``among`` if ``None``), each once; unknown names raise."""
+    known = [check.name for check in among]
     if names is None:
-        return list(_BY_NAME)
+        return known
     if isinstance(names, str):
         names = [names]
     selected = list(dict.fromkeys(names))
     for name in selected:
-        if name not in _BY_NAME:
-            hint = did_you_mean(name, _BY_NAME)
+        if name not in known:
+            hint = did_you_mean(name, known)
             raise ValueError(
                 f"unknown check {name!r} in {what}{'; ' + hint if hint else '.'} "
-                f"Checks: {', '.join(_BY_NAME)}"
+                f"Checks: {', '.join(known)}"
             )
     return selected
 
 
-def _run_check(check: Check, subject: Subject, skip: frozenset[str] = frozenset()) -> CheckResult:
+def _run_check(
+    check: Check, subject: Subject | KernelSubject, skip: frozenset[str] = frozenset()
+) -> CheckResult:
     """Run one check, turning whatever it raises into a failed or skipped result."""
     started = time.perf_counter()
     if check.name in skip:
@@ -190,3 +204,96 @@ def check_variant(
     cls = resolve(variant)
     arguments = build_arguments(cls, kwargs)
     return ConformanceReport(VariantSpec(cls).name, cls, arguments, tuple(results))
+
+
+# --- Kernels -----------------------------------------------------------------------------------
+
+
+def resolve_kernel(kernel: str | Kernel) -> Kernel:
+    """The `attnkit.Kernel` for a registered name, or ``kernel`` itself.
+
+    Raises:
+        UnknownKernelError: No kernel has that name; the message lists them.
+        TypeError: ``kernel`` is neither a name nor an `attnkit.Kernel`.
+    """
+    if isinstance(kernel, (str, Kernel)):
+        return registry.get_kernel(kernel)
+    raise TypeError(
+        f"expected a kernel name or an attnkit.Kernel, got {kernel!r}; registered kernels: "
+        f"{', '.join(registry.list_kernels())}"
+    )
+
+
+def iter_kernel_checks(
+    kernel: str | Kernel,
+    *,
+    checks: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
+) -> Iterator[CheckResult]:
+    """Run the kernel conformance checks on one kernel, yielding each result as it finishes.
+
+    Each check calls the kernel on seeded random inputs and compares what it
+    returns with a float64 reference written in the kit (see `KERNEL_CHECKS`).
+    A kernel that raises `NotImplementedError` for a case, such as FlexAttention's
+    backward pass on the CPU, has that check skipped, with its own message as the
+    reason. An unknown kernel or check is refused before this returns; each
+    check runs only when the next result is asked for, in `KERNEL_CHECKS` order.
+
+    Args:
+        kernel: A registered kernel's name, or an `attnkit.Kernel` (registered or not).
+        checks: The names of the checks to run, in `KERNEL_CHECKS` order; all by default.
+        skip: Names of checks to report as skipped without running them.
+
+    Raises:
+        UnknownKernelError: No kernel has that name.
+        TypeError: ``kernel`` is neither a name nor an `attnkit.Kernel`.
+        ValueError: ``checks`` or ``skip`` names an unknown check.
+
+    Examples:
+        >>> from attnkit.testing import iter_kernel_checks
+        >>> for result in iter_kernel_checks("sdpa", checks=["causal", "weights"]):
+        ...     print(result.format(width=80))
+          PASS  causal            causal(): within atol=1e-05, rtol=1e-05 (largest
+                                  difference ...); batch 2, 4 heads, 200 tokens, head_dim 16
+          SKIP  weights           the kernel does not declare returns_weights
+    """
+    resolved = resolve_kernel(kernel)
+    selected = set(select(checks, "checks", KERNEL_CHECKS))
+    skipped = frozenset(select(skip, "skip", KERNEL_CHECKS))
+    subject = KernelSubject(resolved)
+    return (
+        _run_check(check, subject, skipped) for check in KERNEL_CHECKS if check.name in selected
+    )
+
+
+def check_kernel(
+    kernel: str | Kernel,
+    *,
+    checks: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
+) -> ConformanceReport:
+    """Run the kernel conformance checks on one kernel and return the report.
+
+    The checks and the arguments are those of `iter_kernel_checks`, whose
+    results the report collects.
+
+    Returns:
+        A `ConformanceReport` whose ``cls`` is the `attnkit.Kernel`; ``report.ok``
+        is true when no check failed.
+
+    Raises:
+        UnknownKernelError: No kernel has that name.
+        TypeError: ``kernel`` is neither a name nor an `attnkit.Kernel`.
+        ValueError: ``checks`` or ``skip`` names an unknown check.
+
+    Examples:
+        >>> from attnkit.testing import check_kernel
+        >>> report = check_kernel("explicit", checks=["masked_rows", "weights"])
+        >>> report.ok
+        True
+        >>> print(report.summary())
+        2 passed, 0 failed, 0 skipped
+    """
+    resolved = resolve_kernel(kernel)
+    results = tuple(iter_kernel_checks(resolved, checks=checks, skip=skip))
+    return ConformanceReport(resolved.name, resolved, {}, results)
