@@ -866,12 +866,6 @@ KIT_CASES = [(name, options) for name in ("multihead", "gqa") for options in EAC
     ("multihead", ALL_WITH_ALIBI),
     ("mla", {"kv_latent_dim": 3}),
 ]
-SINKS_RULE = (
-    "BUG (kit): the need_weights check requires every row of weights to sum to 1, but with "
-    "sinks=True a row sums to 1 minus the sink's share by definition (gpt-oss); the rule "
-    "in attnkit/testing/_checks.py (need_weights, 'sums - 1') should allow rows summing to "
-    "at most 1 for a module with sinks"
-)
 
 
 def kit_id(case: tuple[str, dict]) -> str:
@@ -882,14 +876,10 @@ def kit_id(case: tuple[str, dict]) -> str:
 @pytest.mark.parametrize(("name", "options"), KIT_CASES, ids=[kit_id(c) for c in KIT_CASES])
 def test_conformance_kit_passes(name, options):
     # The compile check alone takes about ten seconds per case on the CPU: skipped.
-    skip = ["compile"]
-    if options.get("sinks"):
-        skip.append("need_weights")  # see test_conformance_kit_accepts_the_weights_of_sinks
-    report = check_variant(name, options, skip=skip)
+    report = check_variant(name, options, skip=["compile"])
     assert report.ok, str(report)
 
 
-@pytest.mark.xfail(strict=True, reason=SINKS_RULE)
 def test_conformance_kit_accepts_the_weights_of_sinks():
     report = check_variant("gqa", {"sinks": True}, checks=["need_weights"])
     assert report.ok, str(report)
