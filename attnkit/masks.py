@@ -56,6 +56,7 @@ __all__ = [
     "Mask",
     "MaskMod",
     "causal",
+    "dense",
     "document",
     "padding",
     "prefix_lm",
@@ -382,6 +383,47 @@ class _TensorMask(Mask):
             )
 
 
+class _Dense(Mask):
+    """A mask given as a dense boolean tensor, as other libraries build them."""
+
+    def __init__(self, allowed: torch.Tensor) -> None:
+        self._allowed = allowed
+        batch, heads, tokens_q, tokens_k = allowed.shape
+        offset = tokens_k - tokens_q
+        pick_b, pick_h = int(batch > 1), int(heads > 1)
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            return allowed[b * pick_b, h * pick_h, q_idx - offset, kv_idx]
+
+        description = f"dense(<{batch}x{heads}x{tokens_q}x{tokens_k}>)"
+        super().__init__(
+            mask_mod, description, depends_on_batch=batch > 1, depends_on_head=heads > 1
+        )
+
+    def _device(self) -> torch.device | None:
+        return self._allowed.device
+
+    def _mod_for(self, device: torch.device) -> MaskMod:
+        if device != self._allowed.device:
+            return _Dense(self._allowed.to(device))._mask_mod
+        return self._mask_mod
+
+    def _check_shapes(self, batch: int, tokens_k: int) -> None:
+        held_batch, _, _, held_k = self._allowed.shape
+        if tokens_k != held_k or held_batch not in (1, batch):
+            raise ValueError(
+                f"{self!r} covers batch {held_batch} and {held_k} key tokens, but the "
+                f"attention has batch {batch} and {tokens_k} key tokens"
+            )
+
+    def _materialise(
+        self, batch: int, heads: int, tokens_q: int, tokens_k: int, device: torch.device
+    ) -> torch.Tensor:
+        if tokens_q == self._allowed.shape[2] and device == self._allowed.device:
+            return self._allowed.expand(batch, heads, tokens_q, tokens_k)
+        return super()._materialise(batch, heads, tokens_q, tokens_k, device)
+
+
 class _Combined(Mask):
     """``a & b & ...`` or ``a | b | ...``."""
 
@@ -586,6 +628,41 @@ def prefix_lm(prefix: int) -> Mask:
     return Mask(
         prefix_lm_mod, f"prefix_lm({prefix})", depends_on_batch=False, depends_on_head=False
     )
+
+
+def dense(allowed: torch.Tensor) -> Mask:
+    """A mask given as a dense boolean tensor: for masks another library has built.
+
+    Hugging Face transformers, for one, builds 4-D masks for its models; this
+    wraps one so that any attnkit kernel can take it, FlexAttention's included.
+
+    Args:
+        allowed: Bool ``(batch or 1, heads or 1, tokens_q, tokens_k)``, True where a
+            query may attend; its queries are the last ``tokens_q`` of the
+            ``tokens_k`` positions, as everywhere in this module.
+
+    Raises:
+        TypeError: ``allowed`` is not a bool tensor.
+        ValueError: It is not 4-D, or has more queries than keys.
+
+    Examples:
+        >>> import torch
+        >>> from attnkit import masks
+        >>> allowed = torch.tensor([[[[True, False], [True, True]]]])
+        >>> masks.dense(allowed)
+        dense(<1x1x2x2>)
+        >>> masks.dense(allowed).to_dense(3, 4, 2, 2).shape
+        torch.Size([1, 1, 2, 2])
+    """
+    if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool:
+        kind = allowed.dtype if isinstance(allowed, torch.Tensor) else type(allowed).__name__
+        raise TypeError(f"dense expects a bool tensor (True = may attend), got {kind}")
+    if allowed.dim() != 4 or allowed.shape[2] > allowed.shape[3]:
+        raise ValueError(
+            "dense expects a bool tensor of shape (batch or 1, heads or 1, tokens_q, tokens_k) "
+            f"with tokens_q <= tokens_k, got {tuple(allowed.shape)}"
+        )
+    return _Dense(allowed)
 
 
 def padding(attention_mask: torch.Tensor) -> Mask:

@@ -408,3 +408,22 @@ def test_mask_mod_goes_straight_to_create_block_mask():
     assert block_mask.to_dense().long().tolist() == [
         [[[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]]
     ]
+
+
+def test_a_dense_mask_from_elsewhere_is_used_as_it_is_and_combines():
+    allowed = torch.rand(2, 1, 3, 5) > 0.3
+    mask = masks.dense(allowed)
+    assert torch.equal(mask.to_dense(2, 4, 3, 5), allowed)
+    combined = (masks.causal() & mask).to_dense(2, 4, 3, 5)
+    reference = torch.zeros(2, 1, 3, 5, dtype=torch.bool)
+    for b in range(2):
+        for i in range(3):
+            for j in range(5):
+                reference[b, 0, i, j] = bool(allowed[b, 0, i, j]) and j <= i + 2
+    assert torch.equal(combined, reference)
+    with pytest.raises(TypeError, match="dense expects a bool tensor"):
+        masks.dense(allowed.float())
+    with pytest.raises(ValueError, match=r"with tokens_q <= tokens_k, got \(2, 1, 5, 3\)"):
+        masks.dense(torch.ones(2, 1, 5, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="covers batch 2 and 5 key tokens"):
+        mask.to_dense(3, 1, 3, 5)
