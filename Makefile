@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile \
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -e ".[docs,test,bench,examples]"
+	$(BIN)/python -m pip install --quiet -e ".[docs,test,bench,examples,transformers]"
 # The example third-party plugin: a regular (not editable) install, as from PyPI, so
 # the tests find it through its entry point exactly as they would a published plugin.
 # Its build backend is installed first, so the build itself needs no download; a stale
