@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -329,14 +330,26 @@ def _check_attention_mask(
             f"{owner}: attention_mask must have shape (batch, past + tokens) = {expected}"
             f"{covers}, got {tuple(mask.shape)}"
         )
-    if mask.dtype != torch.bool:
-        if ((mask != 0) & (mask != 1)).any():
-            raise ValueError(
-                f"{owner}: attention_mask must hold only 0 (padding) and 1 (real token), got "
-                f"values {sorted(set(mask.unique().tolist()))[:6]}"
-            )
-        mask = mask != 0
-    return mask.to(x.device)
+    if mask.dtype == torch.bool and mask.device == x.device:
+        return mask
+    # Every layer of a model is handed the same mask: convert (and check) it once, and
+    # hand every layer the same boolean tensor, so the masks built from it are shared too.
+    remembered = _BOOLEAN_MASKS.get(id(mask))
+    if remembered is not None and remembered[0]() is mask and remembered[1] == mask._version:
+        return remembered[2]
+    if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
+        raise ValueError(
+            f"{owner}: attention_mask must hold only 0 (padding) and 1 (real token), got "
+            f"values {sorted(set(mask.unique().tolist()))[:6]}"
+        )
+    converted = (mask != 0).to(x.device)
+    _BOOLEAN_MASKS[id(mask)] = (weakref.ref(mask), mask._version, converted)
+    while len(_BOOLEAN_MASKS) > 8:
+        _BOOLEAN_MASKS.pop(next(iter(_BOOLEAN_MASKS)))
+    return converted
+
+
+_BOOLEAN_MASKS: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
 
 
 def _check_position_ids(module: Attention, x: torch.Tensor, positions: object) -> torch.Tensor:

@@ -43,6 +43,7 @@ Examples:
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,8 @@ class Mask:
         self._depends_on_head = bool(depends_on_head)
         self._dense: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
         self._blocks: OrderedDict[tuple[Any, ...], BlockMask] = OrderedDict()
+        self._combinations: OrderedDict[int, tuple[weakref.ref[Mask], Mask]] = OrderedDict()
+        self._implies_causal = False
 
     # -- what the mask is ----------------------------------------------------------
 
@@ -151,6 +154,14 @@ class Mask:
         return self._depends_on_head
 
     @property
+    def implies_causal(self) -> bool:
+        """Whether no query may see a later key: `causal`, a sliding window, or ``causal() & ...``.
+
+        A kernel may then skip the key blocks above the diagonal entirely.
+        """
+        return self._implies_causal
+
+    @property
     def is_causal(self) -> bool:
         """True only for `causal` itself, not for masks that contain it.
 
@@ -167,7 +178,15 @@ class Mask:
     # -- combining -----------------------------------------------------------------
 
     def __and__(self, other: object) -> Mask:
-        return _Combined("&", [self, _check_operand(self, "&", other)])
+        other = _check_operand(self, "&", other)
+        # Every layer of a model combines the same two masks: hand back the same
+        # combination, and with it the dense mask it has already materialised.
+        remembered = self._combinations.get(id(other))
+        if remembered is not None and remembered[0]() is other:
+            return remembered[1]
+        combined = _Combined("&", [self, other])
+        _store(self._combinations, id(other), (weakref.ref(other), combined), self.cache_size)
+        return combined
 
     def __or__(self, other: object) -> Mask:
         return _Combined("|", [self, _check_operand(self, "|", other)])
@@ -347,6 +366,10 @@ class _Causal(Mask):
     def is_causal(self) -> bool:
         return True
 
+    @property
+    def implies_causal(self) -> bool:
+        return True
+
 
 class _TensorMask(Mask):
     """A mask built from a ``(batch, tokens)`` tensor: padding or document ids."""
@@ -443,6 +466,8 @@ class _Combined(Mask):
             depends_on_batch=any(part.depends_on_batch for part in flat),
             depends_on_head=any(part.depends_on_head for part in flat),
         )
+        implied = [part.implies_causal for part in flat]
+        self._implies_causal = any(implied) if op == "&" else all(implied)
 
     def _build(self, device: torch.device | None) -> MaskMod:
         # Without a device (no part holds a tensor) every part's own mask_mod will do.
@@ -586,12 +611,14 @@ def sliding_window(window: int) -> Mask:
         distance = q_idx - kv_idx
         return (distance >= 0) & (distance < window)
 
-    return Mask(
+    mask = Mask(
         sliding_window_mod,
         f"sliding_window({window})",
         depends_on_batch=False,
         depends_on_head=False,
     )
+    mask._implies_causal = True
+    return mask
 
 
 def prefix_lm(prefix: int) -> Mask:
@@ -665,6 +692,9 @@ def dense(allowed: torch.Tensor) -> Mask:
     return _Dense(allowed)
 
 
+_PADDING: OrderedDict[int, tuple[weakref.ref[torch.Tensor], int, Mask]] = OrderedDict()
+
+
 def padding(attention_mask: torch.Tensor) -> Mask:
     """No query attends to a padding key.
 
@@ -704,6 +734,14 @@ def padding(attention_mask: torch.Tensor) -> Mask:
                   [1, 1, 1]]]])
     """
     tensor = _check_tokens_tensor("padding", "attention_mask", attention_mask)
+    # Every layer of a model asks for the padding of the same tensor: one mask serves all.
+    remembered = _PADDING.get(id(attention_mask))
+    if (
+        remembered is not None
+        and remembered[0]() is attention_mask
+        and remembered[1] == attention_mask._version
+    ):
+        return remembered[2]
     if tensor.dtype != torch.bool:
         if tensor.is_floating_point() or tensor.is_complex():
             raise TypeError(
@@ -726,9 +764,12 @@ def padding(attention_mask: torch.Tensor) -> Mask:
         return padding_mod
 
     batch, tokens = tensor.shape
-    return _TensorMask(
+    mask = _TensorMask(
         "padding(attention_mask)", tensor, make, f"padding(<attention_mask {batch}x{tokens}>)"
     )
+    remember = (weakref.ref(attention_mask), attention_mask._version, mask)
+    _store(_PADDING, id(attention_mask), remember, 8)
+    return mask
 
 
 def document(ids: torch.Tensor) -> Mask:

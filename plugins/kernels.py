@@ -124,14 +124,47 @@ def sdpa(
         arguments["is_causal"] = True  # lets the fused kernel skip the blocks above the diagonal
     elif mask is not None and not (mask.is_causal and tokens_q == 1):
         # (One new token after cached ones may see every key: no mask needed.)
-        arguments["attn_mask"] = mask.to_dense(
-            batch, heads, tokens_q, tokens_k, device=query.device
-        )
+        allowed = mask.to_dense(batch, heads, tokens_q, tokens_k, device=query.device)
+        if mask.implies_causal and tokens_q == tokens_k >= _CAUSAL_BLOCKS_FROM:
+            return _causal_blocks(query, key, value, allowed, arguments), None
+        arguments["attn_mask"] = allowed
     context = F.scaled_dot_product_attention(query, key, value, **arguments)
     if visible is not None:  # a float mask of -inf rows would give NaN: such rows get zeros
         context = context * visible.any(dim=-1, keepdim=True).to(context.dtype)
         context = context.nan_to_num(0.0)
     return context, None
+
+
+# With a mask SDPA cannot skip the blocks above the diagonal as is_causal=True lets it;
+# from this many tokens on, splitting the queries into row blocks, each given only the keys
+# up to its end, wins most of that back (4 blocks compute 10/16 of the square, not 16/16).
+_CAUSAL_BLOCKS_FROM = 256
+_CAUSAL_BLOCKS = 4
+
+
+def _causal_blocks(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    allowed: torch.Tensor,
+    arguments: dict[str, Any],
+) -> torch.Tensor:
+    """SDPA with a mask that hides every later key, block of queries by block of queries."""
+    tokens = query.shape[2]
+    size = -(-tokens // _CAUSAL_BLOCKS)
+    contexts = []
+    for start in range(0, tokens, size):
+        end = min(start + size, tokens)
+        contexts.append(
+            F.scaled_dot_product_attention(
+                query[:, :, start:end],
+                key[:, :, :end],
+                value[:, :, :end],
+                attn_mask=allowed[..., start:end, :end],
+                **arguments,
+            )
+        )
+    return torch.cat(contexts, dim=2)
 
 
 def flex(

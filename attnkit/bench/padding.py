@@ -11,13 +11,14 @@ unpadded row's. A variant that cannot take the mask gets a skipped row saying so
 The mask itself is timed in the same turns, as a decoder builds it in each
 forward call (`attnkit.masks`):
 
-- ``first``: ``causal() & padding(attention_mask)``, then ``to_dense(batch,
-  heads, tokens, tokens)``: building the mask and materialising it, as for a new
-  mask;
-- ``cached``: ``to_dense`` again on one mask, which returns the tensor it cached.
+- ``first``: ``causal() & padding(attention_mask)`` for a new ``attention_mask``
+  tensor, then ``to_dense(batch, heads, tokens, tokens)``: building the mask and
+  materialising it, as the first layer does for each new batch;
+- ``cached``: the same for the same tensor, as every later layer does: the masks
+  remember the tensor they were built from, so this returns the cached mask.
 
-A variant that builds its mask anew in every call pays ``first`` in every call;
-each padded row's ``mask_share`` is ``first`` over the row's time.
+Each padded row's ``mask_share`` is ``first`` over the row's time: what a new
+batch pays once, not once per layer.
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ def mask_steps(
     cached.to_dense(*sizes)
 
     def first() -> None:
-        (masks.causal() & masks.padding(attention_mask)).to_dense(*sizes)
+        (masks.causal() & masks.padding(attention_mask.clone())).to_dense(*sizes)
 
     def again() -> None:
-        cached.to_dense(*sizes)
+        (masks.causal() & masks.padding(attention_mask)).to_dense(*sizes)
 
     return cached, {"first": first, "cached": again}
 
