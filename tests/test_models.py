@@ -133,10 +133,17 @@ def test_the_optional_keys_reach_the_attention():
     assert GPTModel({**CONFIG, "attention": "mla"}).blocks[0].attention.kv_latent_dim == 4
 
 
-def test_a_variant_is_built_without_the_keys_it_does_not_take():
+def test_a_variant_is_built_without_the_sizes_it_does_not_take():
     # create_from_config's rule: dropped, since some registered variant takes them.
-    model = GPTModel({**CONFIG, "attention": "causal", "window": 4, "rope_base": 10_000})
+    model = GPTModel({**CONFIG, "attention": "causal", "num_kv_heads": 1, "kv_latent_dim": 4})
     assert type(model.blocks[0].attention).__name__ == "CausalAttention"
+
+
+@pytest.mark.parametrize("option", [{"rope_base": 10_000.0}, {"window": 4}, {"alibi": True}])
+def test_an_option_that_changes_the_attention_is_never_dropped_silently(option):
+    [(key, value)] = option.items()
+    with pytest.raises(ValueError, match=rf"sets {key}={value!r}, but attention 'mla' does not"):
+        GPTModel({**CONFIG, "attention": "mla", **option})
 
 
 def test_an_option_may_also_come_from_attention_options_but_not_twice():
@@ -158,7 +165,9 @@ def test_a_layer_pattern_repeats_over_the_layers():
 def test_a_layer_entry_overrides_the_config_and_merges_its_options():
     config = {**CONFIG, "n_layers": 3, "window": 4, "attention_options": {"kernel": "explicit"}}
     config["layer_pattern"] = [{}, {"window": None, "n_heads": 2, "qkv_bias": True}]
-    config["layer_pattern"] += [{"attention": "mla", "attention_options": {"kernel": "sdpa"}}]
+    config["layer_pattern"] += [
+        {"attention": "mla", "window": None, "attention_options": {"kernel": "sdpa"}}
+    ]
     first, second, third = (block.attention for block in GPTModel(config).blocks[:3])
     assert (first.options.window, first.num_heads, first.kernel.name) == (4, 3, "explicit")
     assert (second.options.window, second.num_heads, second.kernel.name) == (None, 2, "explicit")

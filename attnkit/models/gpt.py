@@ -29,15 +29,19 @@ keys too, and a ``layer_pattern`` varies them from layer to layer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 import attnkit
+from attnkit._arguments import accepted_arguments
 from attnkit._suggest import did_you_mean
 from attnkit.cache import KVCache
 from attnkit.interface import Attention, check_dropout, check_positive_int
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
 
 __all__ = ["ATTENTION_ARGUMENTS", "GPTModel", "TransformerBlock", "causal_variants"]
 
@@ -47,6 +51,7 @@ _DEFAULTS: dict[str, Any] = {
     "drop_rate": 0.0,
     "qkv_bias": False,
     "position_embedding": True,
+    "tie_embeddings": False,
     "attention_options": {},
     "layer_pattern": None,
 }
@@ -153,6 +158,9 @@ class GPTModel(nn.Module):
       Gemma and Mistral do. Only then: a variant that does not take
       ``rope_base`` (``causal``, ``mla``) is built without it, and without the
       embedding its layers would see no positions at all.
+    - ``tie_embeddings`` (default False): the output head shares its weight
+      with the token embedding (one ``(vocab_size, emb_dim)`` parameter), as
+      GPT-2 does; the book's model keeps them separate.
     - ``attention_options`` (default ``{}``): further keyword arguments for the
       attention, such as ``kernel="explicit"`` or a plugin's own option.
     - ``layer_pattern`` (default None): a list of dicts, repeated over the
@@ -191,7 +199,8 @@ class GPTModel(nn.Module):
             ``position_embedding``.
         blocks: ``n_layers`` `TransformerBlock` modules.
         final_norm: ``nn.LayerNorm(emb_dim)``.
-        out_head: ``nn.Linear(emb_dim, vocab_size, bias=False)``.
+        out_head: ``nn.Linear(emb_dim, vocab_size, bias=False)``; with
+            ``tie_embeddings`` its ``weight`` is ``tok_emb.weight``.
 
     Raises:
         TypeError: The config is not a mapping, a value has the wrong type, or an
@@ -212,6 +221,14 @@ class GPTModel(nn.Module):
         Traceback (most recent call last):
         ...
         ValueError: GPTModel: attention 'self_attention' is not causal, so each token would see the tokens after it; choose a causal variant: causal, ...
+
+        GPT-2's output head is its token embedding (one parameter):
+
+        >>> tied = GPTModel({**config, "tie_embeddings": True})
+        >>> tied.out_head.weight is tied.tok_emb.weight
+        True
+        >>> sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in tied.parameters())
+        400
 
         A Gemma-3-like stack: grouped key-value heads, RoPE instead of a learned
         position embedding, five sliding-window layers to one global layer:
@@ -243,6 +260,68 @@ class GPTModel(nn.Module):
         )
         self.final_norm = nn.LayerNorm(emb_dim)
         self.out_head = nn.Linear(emb_dim, self.config["vocab_size"], bias=False)
+        if self.config["tie_embeddings"]:
+            self.out_head.weight = self.tok_emb.weight
+
+    @classmethod
+    def from_transformers(
+        cls, gpt2_model: GPT2LMHeadModel, *, drop_rate: float | None = None
+    ) -> GPTModel:
+        """The `GPTModel` that computes what a transformers ``GPT2LMHeadModel`` computes.
+
+        Its config: ``attention="multihead"``, ``qkv_bias=True``, a learned
+        position embedding, ``tie_embeddings`` as ``gpt2_model``'s head is (GPT-2
+        ties it), sizes from the weights. Its weights are copies: ``c_attn``
+        split into ``W_query``, ``W_key`` and ``W_value`` and, like every
+        ``Conv1D``, transposed (see `attnkit.models._gpt2`). It is on
+        ``gpt2_model``'s device, in its dtype, and in its train or eval mode.
+
+        Args:
+            gpt2_model: A ``transformers.GPT2LMHeadModel``.
+            drop_rate: The model's one dropout rate. By default GPT-2's, whose
+                ``embd_pdrop``, ``attn_pdrop`` and ``resid_pdrop`` must then agree.
+
+        Raises:
+            ImportError: transformers is not installed (``pip install 'attnkit[transformers]'``).
+            TypeError: ``gpt2_model`` is not a ``GPT2LMHeadModel``.
+            ValueError: Its config sets what `GPTModel` cannot express, each named:
+                cross-attention, unscaled or layer-scaled scores, an activation
+                other than GELU's tanh approximation, ``n_inner`` other than
+                ``4 * n_embd``, a ``layer_norm_epsilon`` other than 1e-5, or three
+                different dropout rates without ``drop_rate``.
+        """
+        from attnkit.models._gpt2 import from_transformers
+
+        return from_transformers(gpt2_model, drop_rate=drop_rate)
+
+    def to_transformers(self, **settings: Any) -> GPT2LMHeadModel:
+        """The transformers ``GPT2LMHeadModel`` that computes what this model computes.
+
+        The reverse of `from_transformers`: the weights are copied (transposed
+        into GPT-2's ``Conv1D`` layout), the head is tied if ``tie_embeddings``
+        is set, ``activation_function`` is GPT-2's ``"gelu_new"`` and all three
+        dropout rates are ``drop_rate``. Without ``qkv_bias``, GPT-2's
+        ``c_attn`` bias is zero. The model is on this model's device, in its
+        dtype and its train or eval mode.
+
+        Args:
+            **settings: Further ``GPT2Config`` settings that the weights leave
+                open, such as ``attn_implementation="sdpa"`` or
+                ``eos_token_id``. ``bos_token_id`` and ``eos_token_id`` default to
+                GPT-2's ``<|endoftext|>`` (50256) when the vocabulary holds it,
+                else to ``None``.
+
+        Raises:
+            ImportError: transformers is not installed (``pip install 'attnkit[transformers]'``).
+            ValueError: GPT-2 cannot express this model (each reason named): a
+                layer's attention is not ``multihead``, sets an option (RoPE,
+                ALiBi, QK-norm, soft-capping, a window, sinks) or has another
+                number of heads, or there is no learned position embedding; or
+                ``settings`` sets a size or rate that the model decides.
+        """
+        from attnkit.models._gpt2 import to_transformers
+
+        return to_transformers(self, **settings)
 
     @property
     def supports_kv_cache(self) -> bool:
@@ -373,10 +452,9 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in _REQUIRED:
         check_positive_int(resolved[key], key, "GPTModel")
     check_dropout(resolved["drop_rate"], "GPTModel: drop_rate")
-    if not isinstance(resolved["position_embedding"], bool):
-        raise TypeError(
-            f"GPTModel: position_embedding must be a bool, got {resolved['position_embedding']!r}"
-        )
+    for key in ("position_embedding", "tie_embeddings"):
+        if not isinstance(resolved[key], bool):
+            raise TypeError(f"GPTModel: {key} must be a bool, got {resolved[key]!r}")
     _check_attention_settings(resolved, "GPTModel")
     resolved["attention_options"] = dict(resolved["attention_options"])
     resolved["layer_pattern"] = _checked_pattern(resolved["layer_pattern"], resolved["n_layers"])
@@ -491,6 +569,7 @@ def _fitted(
     """The attention, built with the ``d_out`` that makes it ``emb_dim`` wide, and its arguments."""
     _check_causal(name)
     arguments = dict(arguments)
+    _check_behaviour_kept(name, arguments)
     attention = _create(name, arguments)
     width = _output_width(attention, emb_dim)
     if width != emb_dim and width % emb_dim == 0 and emb_dim % (width // emb_dim) == 0:
@@ -506,6 +585,28 @@ def _fitted(
             f"choose emb_dim, n_heads or attention_options to match"
         )
     return attention, arguments
+
+
+# Options that change what the attention computes: dropping one silently would give a
+# model without the positions, window or cap its config asks for. (Sizes such as
+# num_kv_heads are dropped quietly for variants that have no use for them.)
+_BEHAVIOUR = ("rope_base", "alibi", "qk_norm", "softcap", "window", "sinks")
+
+
+def _check_behaviour_kept(name: str, arguments: Mapping[str, Any]) -> None:
+    accepted = accepted_arguments(attnkit.get_variant(name))
+    for option in _BEHAVIOUR:
+        if arguments.get(option) not in (None, False) and option not in accepted:
+            takers = [
+                v
+                for v in attnkit.list_variants()
+                if option in accepted_arguments(attnkit.get_variant(v))
+            ]
+            raise ValueError(
+                f"GPTModel: the config sets {option}={arguments[option]!r}, but attention "
+                f"{name!r} does not take {option}, so the model would silently go without it; "
+                f"variants that take it: {', '.join(takers) or 'none'}"
+            )
 
 
 def _create(name: str, arguments: Mapping[str, Any]) -> Attention:
