@@ -20,7 +20,7 @@ two measured in the same run (see `attnkit.bench.cases.REFERENCES`). The others:
   ``is_causal=True`` hint, which lets it run the fused causal kernel (``mha``, its
   best case), and with the mask alone, as most code calls it (``mha_mask``).
 - `TextbookAttention`: the explicit form, written out step by step (scores,
-  ``masked_fill_``, softmax, weighted sum), independent of `attnkit.functional`.
+  ``masked_fill_``, softmax, weighted sum), independent of attnkit's own kernels.
 """
 
 from __future__ import annotations
