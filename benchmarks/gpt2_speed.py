@@ -1,0 +1,335 @@
+"""Issue 12's speed benchmark: `GPTModel` against transformers' ``GPT2LMHeadModel``, same weights.
+
+    python benchmarks/gpt2_speed.py --json benchmarks/results/gpt2_speed.json   # as recorded
+    python benchmarks/gpt2_speed.py --threads 1 --repeats 3    # one thread, quicker
+    python benchmarks/gpt2_speed.py --tiny                     # a tiny model, to try the script
+
+One process, one model in each library: a GPT-2-shaped config (6 layers, 384 wide,
+6 heads, GPT-2's vocabulary of 50,257 tokens and 1,024 positions, tied input and
+output embeddings, GELU's tanh approximation), random weights drawn once by
+transformers (``GPT2LMHeadModel(GPT2Config(...))``, ``attn_implementation="sdpa"``)
+and copied into attnkit by ``GPTModel.from_transformers``. Before anything is
+timed, both must give the same logits (float32, 1e-4) and the same greedy tokens.
+
+- **train**: one training step, batch 8 x 256 tokens, in train mode, dropout
+  ``--dropout`` (0 by default): forward, next-token cross-entropy
+  (``F.cross_entropy`` on the logits, the same code for both), backward, and
+  ``torch.optim.AdamW`` (lr 1e-4, its defaults otherwise), then ``zero_grad``.
+- **body**: the part of a step where the two differ: forward and backward through
+  the embeddings, the blocks and the final norm (attnkit: the model's own modules
+  in its forward's order; transformers: ``model.transformer``), the loss the mean
+  square of the hidden states, no optimizer. The rest of a step (the tied output
+  head, the loss over 50,257 logits, AdamW) is the same PyTorch code in both.
+- **decode**: cached greedy decoding of ``--new-tokens`` (200) tokens after a
+  ``--prompt-tokens`` (16) random prompt, batch 1, in eval mode:
+  ``attnkit.models.generate(model, prompt, 200)`` against
+  ``model.generate(prompt, attention_mask=..., do_sample=False, max_new_tokens=200)``
+  (no end-of-text token in either, so both generate every token).
+
+Each pair is timed in turns, round after round, the first one alternating
+(`attnkit.bench.measure.time_interleaved`), after a warm-up call of each; a row's
+figure is its median, and a speed-up is the median of the per-round ratios
+(its range is in the JSON). The targets are checked at the end; the JSON keeps
+every run, the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+# Only the built-ins: this must be set before attnkit loads its plugins.
+os.environ["ATTNKIT_PLUGINS"] = ""
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.utils import logging as transformers_logging
+
+from attnkit.bench.measure import load_average, machine_info, time_interleaved
+from attnkit.models import GPTModel, generate
+
+TARGETS = {"train": 1.1, "decode": 1.3}
+"""Issue 12: GPTModel's training step at least 1.1x as fast as GPT2LMHeadModel's (sdpa), and
+its cached greedy decoding at least 1.3x the tokens per second of transformers' generate."""
+
+FULL = {
+    "vocab_size": 50_257,
+    "n_positions": 1_024,
+    "n_embd": 384,
+    "n_head": 6,
+    "n_layer": 6,
+    "batch": 8,
+    "tokens": 256,
+    "prompt_tokens": 16,
+    "new_tokens": 200,
+    "repeats": 7,
+}
+TINY = {
+    "vocab_size": 1_000,
+    "n_positions": 128,
+    "n_embd": 64,
+    "n_head": 4,
+    "n_layer": 2,
+    "batch": 2,
+    "tokens": 32,
+    "prompt_tokens": 4,
+    "new_tokens": 20,
+    "repeats": 1,
+}
+ROWS = ("attnkit", "transformers")
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide model")
+    for key in ("batch", "tokens", "prompt_tokens", "new_tokens", "repeats"):
+        flag = "--" + key.replace("_", "-")
+        parser.add_argument(flag, type=int, help=f"default {FULL[key]}")
+    parser.add_argument("--dropout", type=float, default=0.0, help="every dropout rate")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--skip", action="append", choices=("train", "body", "decode"), default=[],
+        help="leave out a measurement (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--json", metavar="PATH", help="write the results here")
+    args = parser.parse_args(argv)
+    args.preset = TINY if args.tiny else FULL
+    for key, value in args.preset.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key in ("batch", "tokens", "prompt_tokens", "new_tokens", "repeats"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.prompt_tokens + args.new_tokens > args.preset["n_positions"]:
+        parser.error("the prompt and the new tokens must fit in the context")
+    return args
+
+
+def build(args: argparse.Namespace) -> tuple[GPT2LMHeadModel, GPTModel, dict[str, Any]]:
+    """The transformers model, the GPTModel converted from it, and their check."""
+    sizes = {key: args.preset[key] for key in ("vocab_size", "n_positions", "n_embd", "n_head")}
+    config = GPT2Config(
+        **sizes,
+        n_layer=args.preset["n_layer"],
+        resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        bos_token_id=None,  # no end-of-text: both generate every token
+        eos_token_id=None,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(args.seed)
+    theirs = GPT2LMHeadModel(config)
+    ours = GPTModel.from_transformers(theirs)
+    probe = torch.randint(0, config.vocab_size, (2, args.tokens))
+    with torch.no_grad():
+        difference = (ours.eval()(probe) - theirs.eval()(probe).logits).abs().max().item()
+    if difference > 1e-4:
+        raise SystemExit(f"the two models' logits differ by {difference:.2e}: not the same model")
+    check = {
+        "max_abs_logit_difference": difference,
+        "parameters": sum(p.numel() for p in ours.parameters()),
+        "parameters_transformers": sum(p.numel() for p in theirs.parameters()),
+        "tied": ours.out_head.weight is ours.tok_emb.weight,
+        "attn_implementation": theirs.config._attn_implementation,
+        "activation_function": config.activation_function,
+    }
+    return theirs, ours, check
+
+
+def train_steps(
+    ours: GPTModel, theirs: GPT2LMHeadModel, inputs: torch.Tensor, targets: torch.Tensor
+) -> dict[str, Callable[[], object]]:
+    """One training step of each model, with its own AdamW."""
+
+    def step(model: torch.nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor]):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def run() -> None:
+            logits = logits_of(inputs)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return run
+
+    return {
+        "attnkit": step(ours, ours),
+        "transformers": step(theirs, lambda ids: theirs(ids).logits),
+    }
+
+
+def body_steps(
+    ours: GPTModel, theirs: GPT2LMHeadModel, inputs: torch.Tensor
+) -> dict[str, Callable[[], object]]:
+    """Forward and backward through embeddings, blocks and final norm: no head, no optimizer."""
+
+    def ours_hidden(ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(ids.shape[1])
+        x = ours.drop_emb(ours.tok_emb(ids) + ours.pos_emb(positions))
+        for block in ours.blocks:
+            x = block(x)
+        return ours.final_norm(x)
+
+    def step(model: torch.nn.Module, hidden_of: Callable[[torch.Tensor], torch.Tensor]):
+        def run() -> None:
+            hidden_of(inputs).square().mean().backward()
+            model.zero_grad(set_to_none=True)
+
+        return run
+
+    return {
+        "attnkit": step(ours, ours_hidden),
+        "transformers": step(theirs, lambda ids: theirs.transformer(ids).last_hidden_state),
+    }
+
+
+def decode_steps(
+    ours: GPTModel, theirs: GPT2LMHeadModel, prompt: torch.Tensor, new_tokens: int
+) -> tuple[dict[str, Callable[[], object]], dict[str, torch.Tensor]]:
+    """Cached greedy decoding with each library's own generate; the tokens land in a dict."""
+    outputs: dict[str, torch.Tensor] = {}
+    mask = torch.ones_like(prompt)
+
+    def ours_run() -> None:
+        outputs["attnkit"] = generate(ours, prompt, new_tokens)
+
+    def theirs_run() -> None:
+        outputs["transformers"] = theirs.generate(
+            prompt, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens
+        )
+
+    return {"attnkit": ours_run, "transformers": theirs_run}, outputs
+
+
+def timed(
+    label: str, steps: dict[str, Callable[[], object]], repeats: int, work: float, unit: str
+) -> dict[str, Any]:
+    """Warm up, time ``steps`` in turns, and summarise: medians and per-round speed-ups."""
+    for step in steps.values():  # warm-up: first calls allocate and pick kernels
+        step()
+    load_before = load_average()
+    began = time.perf_counter()
+    seconds = time_interleaved(steps, repeats, dict.fromkeys(steps, 1))
+    per_round = [
+        theirs / ours
+        for ours, theirs in zip(seconds["attnkit"], seconds["transformers"], strict=True)
+    ]
+    result = {
+        "rows": {
+            name: {
+                "median_s": statistics.median(seconds[name]),
+                f"{unit}_per_s": work / statistics.median(seconds[name]),
+                "seconds": seconds[name],
+            }
+            for name in ROWS
+        },
+        "speedup": statistics.median(per_round),
+        "speedup_range": [min(per_round), max(per_round)],
+        "speedup_of_medians": (
+            statistics.median(seconds["transformers"]) / statistics.median(seconds["attnkit"])
+        ),
+        "load_average": [load_before, load_average()],
+        "timed_seconds": round(time.perf_counter() - began, 1),
+    }
+    rows = result["rows"]
+    print(
+        f"{label:<7} attnkit {rows['attnkit']['median_s'] * 1e3:9.1f} ms "
+        f"({rows['attnkit'][f'{unit}_per_s']:8.1f} {unit}/s)   transformers "
+        f"{rows['transformers']['median_s'] * 1e3:9.1f} ms "
+        f"({rows['transformers'][f'{unit}_per_s']:8.1f} {unit}/s)   "
+        f"speed-up {result['speedup']:.3f}x (rounds: {min(per_round):.3f} to "
+        f"{max(per_round):.3f})",
+        flush=True,
+    )
+    return result
+
+
+def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print its report, write the JSON if asked; return the results."""
+    args = parse_arguments(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    transformers_logging.set_verbosity_error()  # generate's notes on a missing pad token
+    theirs, ours, check = build(args)
+    vocab_size = args.preset["vocab_size"]
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    batch = torch.randint(0, vocab_size, (args.batch, args.tokens + 1), generator=generator)
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    prompt = torch.randint(0, vocab_size, (1, args.prompt_tokens), generator=generator)
+    print(
+        f"GPT-2 shape: {args.preset['n_layer']} layers, {args.preset['n_embd']} wide, "
+        f"{args.preset['n_head']} heads, vocabulary {vocab_size:,}, "
+        f"{check['parameters'] / 1e6:.1f} M parameters (tied), float32; "
+        f"logits agree to {check['max_abs_logit_difference']:.1e}; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; load {load_average()}",
+        flush=True,
+    )
+    results: dict[str, Any] = {}
+
+    if "decode" not in args.skip:
+        ours.eval(), theirs.eval()
+        steps, outputs = decode_steps(ours, theirs, prompt, args.new_tokens)
+        results["decode"] = timed("decode", steps, args.repeats, args.new_tokens, "tokens")
+        same = torch.equal(outputs["attnkit"], outputs["transformers"])
+        results["decode"]["same_tokens"] = same
+        if not same:
+            raise SystemExit("attnkit and transformers generated different tokens")
+    if "body" not in args.skip:
+        ours.train(), theirs.train()
+        steps = body_steps(ours, theirs, inputs)
+        results["body"] = timed("body", steps, args.repeats, inputs.numel(), "tokens")
+    if "train" not in args.skip:  # last: AdamW changes the weights
+        ours.train(), theirs.train()
+        steps = train_steps(ours, theirs, inputs, targets)
+        results["train"] = timed("train", steps, args.repeats, inputs.numel(), "tokens")
+
+    report = {
+        "machine": machine_info(),
+        "config": {
+            **args.preset,
+            "batch": args.batch,
+            "tokens": args.tokens,
+            "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens,
+            "repeats": args.repeats,
+            "dropout": args.dropout,
+            "seed": args.seed,
+            "dtype": "float32",
+        },
+        "check": check,
+        "results": results,
+        "targets": [
+            {
+                "target": f"{name}: attnkit speed over transformers (median of per-round ratios)",
+                "value": results[name]["speedup"],
+                "wanted": f">= {wanted}",
+                "met": results[name]["speedup"] >= wanted,
+            }
+            for name, wanted in TARGETS.items()
+            if name in results
+        ],
+        "command": " ".join(["python benchmarks/gpt2_speed.py", *(argv or sys.argv[1:])]),
+    }
+    print()
+    for target in report["targets"]:
+        verdict = "met" if target["met"] else "MISSED"
+        print(f"  {verdict:<6} {target['target']}: {target['value']:.3f} ({target['wanted']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    measure()
