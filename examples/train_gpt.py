@@ -6,6 +6,12 @@ The attention is chosen by name, from any registered causal variant:
     python examples/train_gpt.py --attention causal
     python examples/train_gpt.py --attention window --attention-option window=16
 
+``--save PATH`` keeps the trained model, its config and its vocabulary in one small
+file that `load_checkpoint` reads back; the docs' trained heads come from
+
+    python examples/train_gpt.py --emb-dim 64 --n-layers 2 --steps 1500 \\
+        --save examples/checkpoints/verdict-heads.pt
+
 The same script trains data-parallel under torchrun (see docs/distributed.md):
 
     torchrun --standalone --nproc-per-node 2 examples/train_gpt.py
@@ -22,9 +28,12 @@ import argparse
 import ast
 import math
 import os
+import shlex
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -169,6 +178,64 @@ def evaluate(
     return total / batches
 
 
+def fingerprint(model: nn.Module) -> float:
+    """The sum of every parameter, in float64: tells apart two sets of initial weights."""
+    return sum(float(p.detach().double().sum()) for p in model.parameters())
+
+
+def save_checkpoint(
+    path: Path,
+    model: GPTModel,
+    tokenizer: CharTokenizer,
+    *,
+    seed: int,
+    initial_fingerprint: float,
+    summary: Mapping[str, Any],
+) -> None:
+    """Save the model's weights and config, the vocabulary and how the run was made.
+
+    The random initial weights are not stored: ``seed`` rebuilds them (see
+    `load_checkpoint`), and ``initial_fingerprint`` checks that it did.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "config": dict(model.config),
+        "chars": "".join(tokenizer.chars),
+        "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
+        "seed": seed,
+        "initial_fingerprint": initial_fingerprint,
+        **summary,
+    }
+    torch.save(checkpoint, path)
+
+
+def load_checkpoint(
+    path: Path, *, initial: bool = False
+) -> tuple[GPTModel, CharTokenizer, dict[str, Any]]:
+    """A model saved by ``--save``, in eval mode, its tokenizer, and the checkpoint's other entries.
+
+    With ``initial=True``, the model is the same network before training: rebuilt
+    from the run's seed, and checked against the fingerprint of the weights the
+    run started from. Either way, torch's random generator is left seeded with the
+    run's seed, as the run's was when it built the model.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    tokenizer = CharTokenizer(checkpoint.pop("chars"))
+    state_dict = checkpoint.pop("state_dict")
+    torch.manual_seed(checkpoint["seed"])  # as main() does before building the model
+    model = GPTModel(checkpoint["config"])
+    if initial:
+        found, expected = fingerprint(model), checkpoint["initial_fingerprint"]
+        if not math.isclose(found, expected, rel_tol=1e-9, abs_tol=1e-6):
+            raise RuntimeError(
+                f"{path}: seed {checkpoint['seed']} rebuilt other initial weights than the run "
+                f"started from (fingerprint {found!r}, expected {expected!r})"
+            )
+    else:
+        model.load_state_dict(state_dict)
+    return model.eval(), tokenizer, checkpoint
+
+
 # --8<-- [start:init_distributed]
 def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """Join the process group torchrun set up, if any; return ``(rank, world_size, device)``.
@@ -252,6 +319,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-tokens", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="PATH",
+        help="save the trained model, its config and vocabulary to PATH (see load_checkpoint)",
+    )
     return parser.parse_args(argv)
 
 
@@ -293,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "attention_options": attention_options(args.attention_option),
     }
     model = GPTModel(config).to(device)
+    initial_fingerprint = fingerprint(model)
     trained = model
     if world_size > 1:
         trained = DistributedDataParallel(model)
@@ -350,6 +424,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         text_out = tokenizer.decode(sample.tolist())
         print(f"--- sample (temperature {args.temperature}, top-k {args.top_k}) ---\n{text_out}")
         results.update(sample=text_out, plot=plot, seconds=seconds)
+        if args.save is not None:
+            command = ["python", "examples/train_gpt.py", *(sys.argv[1:] if argv is None else argv)]
+            save_checkpoint(
+                args.save,
+                model,
+                tokenizer,
+                seed=args.seed,
+                initial_fingerprint=initial_fingerprint,
+                summary={
+                    "command": shlex.join(command),
+                    "steps": args.steps,
+                    "seconds": seconds,
+                    "train_loss": sum(last) / len(last),
+                    "validation_loss": validation[-1][1],
+                    "torch_version": str(torch.__version__),
+                },
+            )
+            print(f"checkpoint: {args.save} ({args.save.stat().st_size:,} bytes)")
     if world_size > 1:
         dist.destroy_process_group()
     return results
