@@ -163,11 +163,23 @@ def rope_angles(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``(batch, heads, tokens, head_dim)`` by the angles: ``x cos + rotate_half(x) sin``."""  # noqa: E501
-    first, second = x.chunk(2, dim=-1)
-    rotated = torch.cat((-second, first), dim=-1)
-    # In at least float32 (the angles' dtype): bfloat16 rotations would drift with position.
-    return (x.to(cos.dtype) * cos + rotated.to(cos.dtype) * sin).to(x.dtype)
+    """Rotate ``x`` ``(batch, heads, tokens, head_dim)`` by the angles: ``x cos + rotate_half(x) sin``.
+
+    With ``x = (x1, x2)`` split in halves, that is ``(x1 cos - x2 sin, x2 cos + x1 sin)``,
+    computed in at least float32 (the angles' dtype): bfloat16 rotations would drift
+    with the position.
+    """  # noqa: E501
+    half = x.shape[-1] // 2
+    c, s = cos[..., :half], sin[..., :half]  # both halves of the angles are equal
+    x1, x2 = x.to(cos.dtype).chunk(2, dim=-1)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+    # Without autograd, write both halves in place: one pass fewer over the queries.
+    rotated = torch.empty(x.shape, dtype=cos.dtype, device=x.device)
+    first, second = rotated.chunk(2, dim=-1)
+    torch.mul(x1, c, out=first).addcmul_(x2, s, value=-1)
+    torch.mul(x2, c, out=second).addcmul_(x1, s)
+    return rotated.to(x.dtype)
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
