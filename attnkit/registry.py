@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 from typing import Any, TypeVar
@@ -587,6 +587,30 @@ def get_kernel(name: str) -> Kernel:
     return _look_up("kernel", name)
 
 
+def refuse_unknown_keys(name: str, keys: Iterable[str], message: Callable[[str, str], str]) -> None:
+    """Raise `TypeError` for the first key no registered variant accepts.
+
+    A config may carry keys for other variants than ``name``, but a key that no
+    registered variant takes is most likely misspelled. Nothing is refused if
+    variant ``name`` takes ``**kwargs``.
+
+    Args:
+        name: The variant being built.
+        keys: The keys to check.
+        message: ``message(key, hint)`` builds the error; ``hint`` is
+            ``" (did you mean 'x'?)"`` or ``""``.
+    """
+    if accepts_any_argument(get_variant(name)):
+        return
+    with _lock:
+        variants = list(_loaded().variants.values())
+    known = sorted({argument for variant in variants for argument in accepted_arguments(variant)})
+    for key in keys:
+        if key not in known:
+            hint = did_you_mean(key, known)
+            raise TypeError(message(key, f" ({hint})" if hint else ""))
+
+
 _TABLES = {"variant": "variants", "kernel": "kernels"}
 _UNKNOWN = {"variant": UnknownVariantError, "kernel": UnknownKernelError}
 
@@ -680,18 +704,14 @@ def create_from_config(
     """  # noqa: E501
     cls = get_variant(name)
     ignored = set(ignore)
-    with _lock:
-        variants = list(_loaded().variants.values())
-    known = {argument for variant in variants for argument in accepted_arguments(variant)}
-    if not accepts_any_argument(cls):
-        for key in config:
-            if key not in known and key not in ignored:
-                hint = did_you_mean(key, sorted(known))
-                hint = f" ({hint})" if hint else ""
-                raise TypeError(
-                    f"create_from_config({name!r}): no registered variant accepts {key!r}"
-                    f"{hint}; pass ignore=[{key!r}] if it belongs to something else"
-                )
+    refuse_unknown_keys(
+        name,
+        (key for key in config if key not in ignored),
+        lambda key, hint: (
+            f"create_from_config({name!r}): no registered variant accepts {key!r}{hint}; "
+            f"pass ignore=[{key!r}] if it belongs to something else"
+        ),
+    )
     kwargs = filter_arguments(cls, {k: v for k, v in config.items() if k not in ignored})
     return create(name, **kwargs)
 

@@ -28,13 +28,12 @@ import torch
 import attnkit
 from attnkit._arguments import (
     accepted_arguments,
-    accepts_any_argument,
     check_arguments,
     filter_arguments,
 )
-from attnkit._suggest import did_you_mean
 from attnkit.interface import Attention, check_positive_int
 from attnkit.models.gpt import _check_causal, _fitted, _layer_attention, _resolved
+from attnkit.registry import refuse_unknown_keys
 
 __all__ = ["kv_cache_bytes"]
 
@@ -139,7 +138,14 @@ def _declared_arguments(
     checks them, with the constructor's defaults filled in.
     """
     _check_causal(name)
-    _check_known(variant, name, arguments)
+    refuse_unknown_keys(
+        name,
+        arguments,
+        lambda key, hint: (
+            f"kv_cache_bytes: cannot size attention {name!r}: no registered variant "
+            f"accepts {key!r}{hint}"
+        ),
+    )
     given = filter_arguments(variant, arguments)
     check_arguments(variant, given, caller=f"kv_cache_bytes: attention {name!r}")
     if variant.output_dim is not Attention.output_dim:
@@ -153,22 +159,3 @@ def _declared_arguments(
         if parameter.default is not parameter.empty
     }
     return {**defaults, **given}
-
-
-def _check_known(variant: type[Attention], name: str, arguments: Mapping[str, Any]) -> None:
-    """Refuse a key that no registered variant accepts, as `attnkit.create_from_config` does."""
-    if accepts_any_argument(variant):
-        return
-    known = {
-        argument
-        for other in attnkit.list_variants()
-        for argument in accepted_arguments(attnkit.get_variant(other))
-    }
-    for key in arguments:
-        if key not in known:
-            hint = did_you_mean(key, sorted(known))
-            hint = f" ({hint})" if hint else ""
-            raise TypeError(
-                f"kv_cache_bytes: cannot size attention {name!r}: no registered variant "
-                f"accepts {key!r}{hint}"
-            )
