@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from attnkit.cache import KVCache
+from attnkit.masks import TensorMemo
 
 __all__ = [
     "CAPABILITIES",
@@ -334,22 +334,20 @@ def _check_attention_mask(
         return mask
     # Every layer of a model is handed the same mask: convert (and check) it once, and
     # hand every layer the same boolean tensor, so the masks built from it are shared too.
-    remembered = _BOOLEAN_MASKS.get(id(mask))
-    if remembered is not None and remembered[0]() is mask and remembered[1] == mask._version:
-        return remembered[2]
+    remembered = _BOOLEAN_MASKS.get(mask)
+    if remembered is not None:
+        return remembered
     if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
         raise ValueError(
             f"{owner}: attention_mask must hold only 0 (padding) and 1 (real token), got "
             f"values {sorted(set(mask.unique().tolist()))[:6]}"
         )
     converted = (mask != 0).to(x.device)
-    _BOOLEAN_MASKS[id(mask)] = (weakref.ref(mask), mask._version, converted)
-    while len(_BOOLEAN_MASKS) > 8:
-        _BOOLEAN_MASKS.pop(next(iter(_BOOLEAN_MASKS)))
+    _BOOLEAN_MASKS.put(mask, converted)
     return converted
 
 
-_BOOLEAN_MASKS: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+_BOOLEAN_MASKS = TensorMemo()
 
 
 def _check_position_ids(module: Attention, x: torch.Tensor, positions: object) -> torch.Tensor:

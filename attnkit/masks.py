@@ -692,7 +692,30 @@ def dense(allowed: torch.Tensor) -> Mask:
     return _Dense(allowed)
 
 
-_PADDING: OrderedDict[int, tuple[weakref.ref[torch.Tensor], int, Mask]] = OrderedDict()
+class TensorMemo:
+    """What was computed from a tensor, remembered while the tensor lives unchanged.
+
+    Keyed by the tensor's identity and checked against its version counter, so an
+    in-place change is a miss; at most ``size`` entries, least recently stored out.
+    Every layer of a model is handed the same ``attention_mask``: this lets them
+    all share what the first one built from it.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._entries: OrderedDict[int, tuple[weakref.ref[torch.Tensor], int, Any]] = OrderedDict()
+
+    def get(self, tensor: torch.Tensor) -> Any:
+        entry = self._entries.get(id(tensor))
+        if entry is None or entry[0]() is not tensor or entry[1] != tensor._version:
+            return None
+        return entry[2]
+
+    def put(self, tensor: torch.Tensor, value: Any) -> None:
+        _store(self._entries, id(tensor), (weakref.ref(tensor), tensor._version, value), self._size)
+
+
+_PADDING = TensorMemo()
 
 
 def padding(attention_mask: torch.Tensor) -> Mask:
@@ -735,13 +758,9 @@ def padding(attention_mask: torch.Tensor) -> Mask:
     """
     tensor = _check_tokens_tensor("padding", "attention_mask", attention_mask)
     # Every layer of a model asks for the padding of the same tensor: one mask serves all.
-    remembered = _PADDING.get(id(attention_mask))
-    if (
-        remembered is not None
-        and remembered[0]() is attention_mask
-        and remembered[1] == attention_mask._version
-    ):
-        return remembered[2]
+    remembered = _PADDING.get(attention_mask)
+    if remembered is not None:
+        return remembered
     if tensor.dtype != torch.bool:
         if tensor.is_floating_point() or tensor.is_complex():
             raise TypeError(
@@ -767,8 +786,7 @@ def padding(attention_mask: torch.Tensor) -> Mask:
     mask = _TensorMask(
         "padding(attention_mask)", tensor, make, f"padding(<attention_mask {batch}x{tokens}>)"
     )
-    remember = (weakref.ref(attention_mask), attention_mask._version, mask)
-    _store(_PADDING, id(attention_mask), remember, 8)
+    _PADDING.put(attention_mask, mask)
     return mask
 
 
