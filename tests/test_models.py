@@ -341,3 +341,33 @@ def test_caches_out_of_step_are_refused():
         model(torch.tensor([[4]]), caches=[caches[0], lagging[1]])
     with pytest.raises(TypeError, match=r"caches\[1\] is a list"):
         model(torch.tensor([[4]]), caches=[caches[0], []])
+
+
+def linear_weights(model):
+    return [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["separate head", "tied head"])
+def test_linear_weights_are_stored_input_major_with_their_usual_shape(tied):
+    model = GPTModel({**CONFIG, "tie_embeddings": tied})
+    for weight in linear_weights(model):
+        assert weight.stride() == (1, weight.shape[0])  # (in, out) contiguous, as GPT-2's Conv1D
+    assert (model.out_head.weight is model.tok_emb.weight) == tied
+    assert model.state_dict()["out_head.weight"].shape == (CONFIG["vocab_size"], CONFIG["emb_dim"])
+
+
+def test_the_layout_changes_no_number_and_survives_loading_and_conversion():
+    torch.manual_seed(0)
+    model = GPTModel(CONFIG)
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 6))
+    row_major = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    reloaded = GPTModel(CONFIG)
+    reloaded.load_state_dict(row_major)
+    assert all(w.stride(0) == 1 for w in linear_weights(reloaded))
+    torch.testing.assert_close(reloaded(token_ids), model(token_ids))
+    as_double = reloaded.double()
+    assert all(w.stride(0) == 1 for w in linear_weights(as_double))
+    # The same parameters in nn.Linear's (out, in) layout give the same logits.
+    for weight in linear_weights(model):
+        weight.data = weight.data.contiguous()
+    torch.testing.assert_close(as_double(token_ids).float(), model(token_ids), atol=1e-5, rtol=1e-5)
