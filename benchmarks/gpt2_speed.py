@@ -12,9 +12,14 @@ and copied into attnkit by ``GPTModel.from_transformers``. Before anything is
 timed, both must give the same logits (float32, 1e-4) and the same greedy tokens.
 
 - **train**: one training step, batch 8 x 256 tokens, in train mode, dropout
-  ``--dropout`` (0 by default): forward, next-token cross-entropy
-  (``F.cross_entropy`` on the logits, the same code for both), backward, and
+  ``--dropout`` (0 by default), with each library's own loss: forward and
+  next-token cross-entropy (attnkit: ``model.loss(inputs, targets)``, whose head
+  and loss run fused and never hold the logits; transformers:
+  ``model(inputs, labels=targets, shift_labels=targets).loss``), backward, and
   ``torch.optim.AdamW`` (lr 1e-4, its defaults otherwise), then ``zero_grad``.
+  Both losses are checked equal before timing.
+- **train_logits**: the same step with the same loss code for both:
+  ``F.cross_entropy`` on the logits each model returns.
 - **body**: the part of a step where the two differ: forward and backward through
   the embeddings, the blocks and the final norm (attnkit: the model's own modules
   in its forward's order; transformers: ``model.transformer``), the loss the mean
@@ -63,7 +68,8 @@ from attnkit.models import GPTModel, generate
 
 TARGETS = {"train": 1.1, "decode": 1.3}
 """Issue 12: GPTModel's training step at least 1.1x as fast as GPT2LMHeadModel's (sdpa), and
-its cached greedy decoding at least 1.3x the tokens per second of transformers' generate."""
+its cached greedy decoding at least 1.3x the tokens per second of transformers' generate.
+``train_logits`` is reported beside ``train`` without a target."""
 
 FULL = {
     "vocab_size": 50_257,
@@ -103,7 +109,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--skip", action="append", choices=("train", "body", "decode"), default=[],
+        "--skip", action="append", choices=("train", "train_logits", "body", "decode"), default=[],
         help="leave out a measurement (repeatable)",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="write the results here")
@@ -152,27 +158,60 @@ def build(args: argparse.Namespace) -> tuple[GPT2LMHeadModel, GPTModel, dict[str
     return theirs, ours, check
 
 
-def train_steps(
-    ours: GPTModel, theirs: GPT2LMHeadModel, inputs: torch.Tensor, targets: torch.Tensor
-) -> dict[str, Callable[[], object]]:
-    """One training step of each model, with its own AdamW."""
+def own_losses(
+    ours: GPTModel, theirs: GPT2LMHeadModel
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """Each library's own next-token loss: attnkit's fused head and loss, transformers' labels."""
+    return {
+        "attnkit": ours.loss,
+        "transformers": lambda ids, targets: theirs(ids, labels=targets, shift_labels=targets).loss,
+    }
 
-    def step(model: torch.nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor]):
+
+def logits_losses(
+    ours: GPTModel, theirs: GPT2LMHeadModel
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The same loss code for both: ``F.cross_entropy`` on the logits each model returns."""
+
+    def loss_of(logits_of: Callable[[torch.Tensor], torch.Tensor]):
+        return lambda ids, targets: F.cross_entropy(logits_of(ids).flatten(0, 1), targets.flatten())
+
+    return {"attnkit": loss_of(ours), "transformers": loss_of(lambda ids: theirs(ids).logits)}
+
+
+def train_steps(
+    models: dict[str, torch.nn.Module],
+    losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> dict[str, Callable[[], object]]:
+    """One training step of each model with its loss and its own AdamW."""
+
+    def step(model: torch.nn.Module, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def run() -> None:
-            logits = logits_of(inputs)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-            loss.backward()
+            loss_of(inputs, targets).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         return run
 
-    return {
-        "attnkit": step(ours, ours),
-        "transformers": step(theirs, lambda ids: theirs(ids).logits),
-    }
+    return {name: step(models[name], losses[name]) for name in ROWS}
+
+
+def check_losses(
+    losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> float:
+    """How far apart the two losses are on the batch; exits if they are not the same loss."""
+    with torch.no_grad():
+        values = [losses[name](inputs, targets).item() for name in ROWS]
+    difference = abs(values[0] - values[1])
+    if difference > 1e-4:
+        raise SystemExit(f"the two losses differ by {difference:.2e}: {values}")
+    return difference
 
 
 def body_steps(
@@ -250,7 +289,7 @@ def timed(
     for clock in CLOCKS:
         rows, summed = result[clock]["rows"], result[clock]
         print(
-            f"{label:<7} {clock:<4} attnkit {rows['attnkit']['median_s'] * 1e3:9.1f} ms "
+            f"{label:<12} {clock:<4} attnkit {rows['attnkit']['median_s'] * 1e3:9.1f} ms "
             f"({rows['attnkit'][f'{unit}_per_s']:8.1f} {unit}/s)   transformers "
             f"{rows['transformers']['median_s'] * 1e3:9.1f} ms "
             f"({rows['transformers'][f'{unit}_per_s']:8.1f} {unit}/s)   "
@@ -294,7 +333,7 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
     vocab_size = args.preset["vocab_size"]
     generator = torch.Generator().manual_seed(args.seed + 1)
     batch = torch.randint(0, vocab_size, (args.batch, args.tokens + 1), generator=generator)
-    inputs, targets = batch[:, :-1], batch[:, 1:]
+    inputs, targets = batch[:, :-1], batch[:, 1:].contiguous()
     prompt = torch.randint(0, vocab_size, (1, args.prompt_tokens), generator=generator)
     print(
         f"GPT-2 shape: {args.preset['n_layer']} layers, {args.preset['n_embd']} wide, "
@@ -318,10 +357,15 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ours.train(), theirs.train()
         steps = body_steps(ours, theirs, inputs)
         results["body"] = timed("body", steps, args.repeats, inputs.numel(), "tokens")
-    if "train" not in args.skip:  # last: AdamW changes the weights
-        ours.train(), theirs.train()
-        steps = train_steps(ours, theirs, inputs, targets)
-        results["train"] = timed("train", steps, args.repeats, inputs.numel(), "tokens")
+    models = {"attnkit": ours, "transformers": theirs}
+    trainings = {"train": own_losses(ours, theirs), "train_logits": logits_losses(ours, theirs)}
+    ours.train(), theirs.train()
+    for name, losses in trainings.items():  # before any step: AdamW changes the weights
+        check[f"{name}_loss_difference"] = check_losses(losses, inputs, targets)
+    for name, losses in trainings.items():
+        if name not in args.skip:
+            steps = train_steps(models, losses, inputs, targets)
+            results[name] = timed(name, steps, args.repeats, inputs.numel(), "tokens")
 
     report = {
         "machine": machine_info(),
