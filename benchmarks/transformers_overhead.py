@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ os.environ.setdefault("ATTNKIT_PLUGINS", "")  # the built-ins are enough
 import transformers
 
 import attnkit.integrations.transformers as attnkit_hf
+from attnkit.bench.measure import machine_info
 
 TARGET = 1.03
 
@@ -118,14 +118,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         report = {
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
+            "machine": machine_info(),
             "transformers": transformers.__version__,
             "threads": torch.get_num_threads(),
             "batch": batch,
             "tokens": tokens,
             "rounds": args.rounds,
             "rows": rows,
+            "target": f"attnkit_sdpa's time <= {TARGET}x sdpa's",
+            "command": " ".join(
+                ["python benchmarks/transformers_overhead.py", *(argv or sys.argv[1:])]
+            ),
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
