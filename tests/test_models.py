@@ -347,27 +347,65 @@ def linear_weights(model):
     return [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
 
 
+def is_input_major(weight):
+    return weight.stride() == (1, weight.shape[0])
+
+
 @pytest.mark.parametrize("tied", [False, True], ids=["separate head", "tied head"])
-def test_linear_weights_are_stored_input_major_with_their_usual_shape(tied):
+def test_eval_mode_stores_linear_weights_input_major_and_train_mode_restores_them(tied):
     model = GPTModel({**CONFIG, "tie_embeddings": tied})
-    for weight in linear_weights(model):
-        assert weight.stride() == (1, weight.shape[0])  # (in, out) contiguous, as GPT-2's Conv1D
+    weights = linear_weights(model)
+    before = [weight.detach().clone() for weight in weights]
+    assert all(weight.is_contiguous() for weight in weights)  # nn.Linear's layout to train
+    model.eval()
+    assert all(is_input_major(weight) for weight in weights)  # GPT-2's Conv1D layout
+    assert [id(w) for w in linear_weights(model)] == [id(w) for w in weights]  # same Parameters
     assert (model.out_head.weight is model.tok_emb.weight) == tied
+    assert all(torch.equal(w, b) for w, b in zip(weights, before, strict=True))
     assert model.state_dict()["out_head.weight"].shape == (CONFIG["vocab_size"], CONFIG["emb_dim"])
+    model.train()
+    assert all(weight.is_contiguous() for weight in weights)
+    assert all(torch.equal(w, b) for w, b in zip(weights, before, strict=True))
 
 
 def test_the_layout_changes_no_number_and_survives_loading_and_conversion():
     torch.manual_seed(0)
     model = GPTModel(CONFIG)
     token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 6))
-    row_major = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    reloaded = GPTModel(CONFIG)
-    reloaded.load_state_dict(row_major)
-    assert all(w.stride(0) == 1 for w in linear_weights(reloaded))
-    torch.testing.assert_close(reloaded(token_ids), model(token_ids))
+    expected = model(token_ids)
+    reloaded = GPTModel(CONFIG).eval()
+    reloaded.load_state_dict(model.state_dict())
+    assert all(is_input_major(w) for w in linear_weights(reloaded))
+    torch.testing.assert_close(reloaded(token_ids), expected, atol=1e-6, rtol=1e-6)
     as_double = reloaded.double()
-    assert all(w.stride(0) == 1 for w in linear_weights(as_double))
-    # The same parameters in nn.Linear's (out, in) layout give the same logits.
-    for weight in linear_weights(model):
-        weight.data = weight.data.contiguous()
-    torch.testing.assert_close(as_double(token_ids).float(), model(token_ids), atol=1e-5, rtol=1e-5)
+    assert all(is_input_major(w) for w in linear_weights(as_double))
+    torch.testing.assert_close(as_double(token_ids).float(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_switching_modes_under_inference_mode_leaves_trainable_weights():
+    model = GPTModel(CONFIG)
+    with torch.inference_mode():
+        model.eval()
+        model.train()
+    assert not any(weight.is_inference() for weight in model.parameters())
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 6))
+    model(token_ids).sum().backward()  # an inference tensor could not be saved for backward
+    assert model.out_head.weight.grad is not None
+
+
+def test_an_optimizer_keeps_training_across_an_evaluation():
+    torch.manual_seed(0)
+    model = GPTModel(CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 7))
+    inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+    losses = []
+    for _ in range(3):
+        loss = model.loss(inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            losses.append(model.eval().loss(inputs, targets).item())
+        model.train()
+    assert losses[0] > losses[1] > losses[2]

@@ -203,9 +203,9 @@ class GPTModel(nn.Module):
         out_head: ``nn.Linear(emb_dim, vocab_size, bias=False)``; with
             ``tie_embeddings`` its ``weight`` is ``tok_emb.weight``.
 
-    Every ``nn.Linear`` weight (the attention's too) is stored input-major: its
-    shape, values and state dict entry are ``nn.Linear``'s, its strides ``(1,
-    out)``, which makes decoding's one-row products about twice as fast on CPU.
+    In eval mode the ``nn.Linear`` weights (the attention's too) are stored
+    input-major, which makes decoding's one-row products about twice as fast
+    on CPU; see `train`.
 
     Raises:
         TypeError: The config is not a mapping, a value has the wrong type, or an
@@ -267,7 +267,6 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(emb_dim, self.config["vocab_size"], bias=False)
         if self.config["tie_embeddings"]:
             self.out_head.weight = self.tok_emb.weight
-        _store_input_major(self)
 
     @classmethod
     def from_transformers(
@@ -328,6 +327,19 @@ class GPTModel(nn.Module):
         from attnkit.models._gpt2 import to_transformers
 
         return to_transformers(self, **settings)
+
+    def train(self, mode: bool = True) -> GPTModel:
+        """Set train (``True``) or eval mode, and lay the weights out for it.
+
+        Besides `nn.Module.train`'s work, the ``nn.Linear`` weights on the CPU are
+        stored output-major (``nn.Linear``'s layout) in train mode and input-major
+        (GPT-2's ``Conv1D`` layout) in eval mode, where decoding's one-row
+        products read them about twice as fast. Values, shapes, state dict and
+        ``Parameter`` objects stay the same; switching copies each weight once.
+        """
+        super().train(mode)
+        _lay_out_linear_weights(self, input_major=not mode)
+        return self
 
     @property
     def supports_kv_cache(self) -> bool:
@@ -470,28 +482,31 @@ class GPTModel(nn.Module):
         return past
 
 
-def _store_input_major(model: nn.Module) -> None:
-    """Store every ``nn.Linear`` weight in ``model`` input-major, in place.
+def _lay_out_linear_weights(model: nn.Module, *, input_major: bool) -> None:
+    """Store ``model``'s ``nn.Linear`` weights on the CPU input-major or output-major, in place.
 
-    A weight keeps its shape ``(out, in)``, its values and its place in the
-    state dict; only its memory layout changes, to strides ``(1, out)``: the
-    layout of GPT-2's ``Conv1D``, so that ``F.linear`` multiplies by a
-    contiguous ``(in, out)`` matrix. Decoding multiplies one row at a time, and
-    on CPU a one-row product reads that layout about twice as fast as the
-    ``(out, in)`` one (measured by ``benchmarks/gpt2_speed.py``). Larger
-    products, as in training, run at the same speed either way. A weight shared
-    by several modules (a tied output head and token embedding) stays shared.
+    Only the memory layout changes: each weight keeps its shape ``(out, in)``,
+    its values, its ``Parameter`` object (an optimizer's references stay valid)
+    and its state-dict entry. Output-major is ``nn.Linear``'s own layout, strides
+    ``(in, 1)``; input-major is GPT-2's ``Conv1D`` layout, strides ``(1, out)``,
+    so that ``F.linear`` multiplies by a contiguous ``(in, out)`` matrix. On CPU
+    a one-row product, which is what each step of decoding is, reads input-major
+    weights about twice as fast, while training's large products and their
+    gradients run about 5% faster output-major (``benchmarks/gpt2_speed.py``).
+    Weights elsewhere than the CPU keep their layout.
     """
-    relaid: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, nn.Linear) and weight.stride(0) != 1 and id(weight) not in relaid:
-            layout = weight.detach().t().contiguous().t()
-            relaid[id(weight)] = nn.Parameter(layout, requires_grad=weight.requires_grad)
-    for module in model.modules():  # again: a tied embedding may come before its head
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter) and id(weight) in relaid:
-            module.weight = relaid[id(weight)]
+    with torch.no_grad(), torch.inference_mode(False):  # the new data: ordinary tensors
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if not (isinstance(module, nn.Linear) and isinstance(weight, nn.Parameter)):
+                continue
+            if weight.device.type != "cpu" or type(weight.data) is not torch.Tensor:
+                continue
+            out_features = weight.shape[0]
+            if input_major and weight.stride() != (1, out_features):
+                weight.data = weight.data.t().contiguous().t()
+            elif not input_major and not weight.is_contiguous():
+                weight.data = weight.data.contiguous()
 
 
 def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
