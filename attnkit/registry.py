@@ -452,7 +452,7 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
 
 
 def unregister_plugin(name: str) -> None:
-    """Remove a plugin and every variant it registered.
+    """Remove a plugin and every variant and kernel it registered.
 
     Raises:
         KeyError: No plugin has that name.
@@ -467,6 +467,8 @@ def unregister_plugin(name: str) -> None:
         info = registry.plugins[name]
         for variant in info.variants:
             registry.remove_variant(variant)
+        for kernel in info.kernels:
+            registry.kernels.pop(kernel, None)
         plugin = registry.manager.get_plugin(name)
         if plugin is not None:
             registry.manager.unregister(plugin)

@@ -365,6 +365,23 @@ def test_unregister_plugin_removes_its_variants(fresh_registry):
         attnkit.registry.unregister_plugin("removable")
 
 
+def test_unregister_plugin_removes_its_kernels(fresh_registry):
+    module = types.ModuleType("kernel_plugin")
+    kernel = attnkit.Kernel("passing", attnkit.get_kernel("explicit").function)
+
+    @attnkit.hookimpl
+    def register_kernels(register):
+        register(kernel)
+
+    module.register_kernels = register_kernels
+    attnkit.registry.register_plugin(module)
+    assert attnkit.get_kernel("passing").plugin == "kernel_plugin"
+    attnkit.registry.unregister_plugin("kernel_plugin")
+    assert "passing" not in attnkit.list_kernels()
+    with pytest.raises(attnkit.UnknownKernelError):
+        attnkit.get_kernel("passing")
+
+
 def test_reload_plugins_forgets_local_variants(fresh_registry):
     attnkit.register(make_variant("forgotten"))
     attnkit.registry.reload_plugins()
