@@ -3,14 +3,16 @@
 Every page is visited once (`tour`): it must load without console errors, failed
 requests or requests to any host but the local server, and show no Python traceback;
 its images must load, its internal links (anchors included) must resolve, its math
-must typeset, its weight heatmaps must carry a colour bar on the fixed 0-to-1 scale,
-and its inline figures must be kept out of the search index (``data-search-exclude``).
+must typeset, its weight heatmaps must carry a colour bar on the fixed 0-to-1 scale
+(and its value maps a signed one, symmetric about 0), and its inline figures must be kept out of the search index (``data-search-exclude``).
 Display formulas must not be clipped at 1,280 px nor, on the pages with math, at
 390 px: each one fits its box or scrolls inside it.
 
 The stage pages must show their heatmaps (and stage 4 its head-split figure), the
 variant's class and the diff from the previous stage, printed output that looks unlike
-source code, and exercises whose solutions open and close; the stage 2 slider must
+source code, and exercises whose solutions open and close; so must the later
+chapters (beyond the stages, the transformers guide, masks and kernels), each with
+the code it explains excerpted from the repository. The stage 2 slider must
 change its heatmap. Searching must find the causal page for "causal" and the stage 2
 page for "sqrt", with no raw TeX in the previews; the catalog must list the example
 plugin's variant and kernel; code blocks must have copy buttons, and the dark-mode
@@ -60,6 +62,18 @@ STAGE_FILES = {
     "learn/self-attention/": "plugins/self_attention.py",
     "learn/causal/": "plugins/causal.py",
     "learn/multihead/": "plugins/multihead.py",
+}
+# The later chapters' pages, each with the file its code excerpts come from: they end
+# in exercises as the stage pages do.
+CHAPTER_FILES = {
+    "beyond/gqa/": "plugins/gqa.py",
+    "beyond/mla/": "plugins/mla.py",
+    "beyond/window/": "plugins/options.py",
+    "beyond/positions/": "plugins/options.py",
+    "beyond/stability/": "plugins/options.py",
+    "guide/transformers/": "attnkit/integrations/transformers.py",
+    "reference/masks/": "attnkit/masks.py",
+    "reference/kernels/": "plugins/kernels.py",
 }
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -399,15 +413,27 @@ def test_no_page_shows_a_traceback(tour):
     assert not problems, "\n".join(problems)
 
 
-def test_weight_heatmaps_have_a_colour_bar_on_one_scale(tour):
+def test_heatmaps_have_a_colour_bar_weights_on_one_scale(tour):
+    """Weight heatmaps share the 0-to-1 scale; value maps (signed biases and scores)
+    carry a bar of their own, symmetric about 0."""
     problems = []
-    checked = 0
+    checked = signed = 0
     for path, facts in tour.facts.items():
         for figure in facts["heatmaps"]:
-            if figure["valuemap"]:
-                continue  # signed values (biases, scores), not weights: their own scale
-            checked += 1
             where = f"{path}: figure.attnkit-heatmap#{figure['id']}"
+            if figure["valuemap"]:
+                signed += 1
+                bar = figure["bar"]
+                if figure["scale"] != "signed":
+                    problems.append(f"{where}: data-colorbar={figure['scale']!r}, not 'signed'")
+                if bar is None:
+                    problems.append(f"{where}: no colour bar")
+                elif "0" not in bar["labels"] or not any(
+                    label.startswith(("\u2212", "-")) for label in bar["labels"]
+                ):
+                    problems.append(f"{where}: colour bar labelled {bar['labels']}, not -m to m")
+                continue
+            checked += 1
             if figure["scale"] != "0-1":
                 problems.append(f"{where}: data-colorbar={figure['scale']!r}, not '0-1'")
             bar = figure["bar"]
@@ -421,6 +447,7 @@ def test_weight_heatmaps_have_a_colour_bar_on_one_scale(tour):
     stage_figures = sum(len(tour.facts[path]["heatmaps"]) for path in STAGE_PAGES)
     assert stage_figures >= 7, f"the stage pages show {stage_figures} heatmaps"
     assert checked >= 15, f"only {checked} weight heatmaps in the whole site"
+    assert signed >= 2, f"only {signed} value maps in the whole site"
     assert not problems, "\n".join(problems)
 
 
@@ -546,6 +573,34 @@ def _is_open(details) -> bool:
     return details.evaluate("details => details.open")
 
 
+def check_exercises(reader, path: str, problems: list[str]) -> None:
+    """At least two exercises on the open page, each with one closed solution that opens
+    on a click and closes on a second one."""
+    exercises = reader.page.locator(".admonition.question")
+    if exercises.count() < 2:
+        problems.append(f"{path}: {exercises.count()} exercises (.admonition.question)")
+    for index in range(exercises.count()):
+        where = f"{path}: exercise {index + 1}'s solution"
+        solution = exercises.nth(index).locator("details")
+        if solution.count() != 1:
+            problems.append(f"{where}: {solution.count()} details elements, not 1")
+            continue
+        summary = solution.locator(":scope > summary")
+        body = solution.locator(":scope > :not(summary)").first
+        if "Solution" not in summary.inner_text():
+            problems.append(f"{where}: summary reads {summary.inner_text()!r}")
+        if _is_open(solution) or body.is_visible():
+            problems.append(f"{where} is open before it is clicked")
+        summary.click()
+        if not (_is_open(solution) and body.is_visible()):
+            problems.append(f"{where} does not open on a click")
+        elif not body.inner_text().strip():
+            problems.append(f"{where} is empty")
+        summary.click()
+        if _is_open(solution) or body.is_visible():
+            problems.append(f"{where} does not close on a second click")
+
+
 def test_stage_pages_show_the_class_the_diff_output_and_exercises(browser, server):
     """Each stage page ends with its class, and the step from the previous stage as a
     diff; its printed output is labelled and boxed unlike source code; its exercises'
@@ -594,29 +649,29 @@ def test_stage_pages_show_the_class_the_diff_output_and_exercises(browser, serve
                 ):
                     problems.append(f"{path}: .attnkit-output looks like source code: {output}")
 
-            exercises = reader.page.locator(".admonition.question")
-            if exercises.count() < 2:
-                problems.append(f"{path}: {exercises.count()} exercises (.admonition.question)")
-            for index in range(exercises.count()):
-                where = f"{path}: exercise {index + 1}'s solution"
-                solution = exercises.nth(index).locator("details")
-                if solution.count() != 1:
-                    problems.append(f"{where}: {solution.count()} details elements, not 1")
-                    continue
-                summary = solution.locator(":scope > summary")
-                body = solution.locator(":scope > :not(summary)").first
-                if "Solution" not in summary.inner_text():
-                    problems.append(f"{where}: summary reads {summary.inner_text()!r}")
-                if _is_open(solution) or body.is_visible():
-                    problems.append(f"{where} is open before it is clicked")
-                summary.click()
-                if not (_is_open(solution) and body.is_visible()):
-                    problems.append(f"{where} does not open on a click")
-                elif not body.inner_text().strip():
-                    problems.append(f"{where} is empty")
-                summary.click()
-                if _is_open(solution) or body.is_visible():
-                    problems.append(f"{where} does not close on a second click")
+            check_exercises(reader, path, problems)
+    finally:
+        reader.close()
+    problems.extend(reader.problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_later_chapters_show_their_code_and_end_in_exercises(browser, server):
+    """The chapters after the four stages (beyond, the transformers guide, masks and
+    kernels) show the code they explain, excerpted from the repository, and end in
+    exercises whose solutions open and close."""
+    problems = []
+    reader = Reader(browser, server)
+    try:
+        for path, own in CHAPTER_FILES.items():
+            reader.open(path)
+            code = reader.page.evaluate(STAGE_CODE)
+            if not any(excerpt["file"] == own for excerpt in code["excerpts"]):
+                titles = sorted({excerpt["file"] for excerpt in code["excerpts"]})
+                problems.append(f"{path}: no code block titled {own} (titled: {titles})")
+            if code["unlabelled"]:
+                problems.append(f"{path}: {code['unlabelled']} .attnkit-output blocks unlabelled")
+            check_exercises(reader, path, problems)
     finally:
         reader.close()
     problems.extend(reader.problems)
