@@ -4,7 +4,8 @@ Every page is visited once (`tour`): it must load without console errors, failed
 requests or requests to any host but the local server, and show no Python traceback;
 its images must load, its internal links (anchors included) must resolve, its math
 must typeset, its weight heatmaps must carry a colour bar on the fixed 0-to-1 scale
-(and its value maps a signed one, symmetric about 0), and its inline figures must be kept out of the search index (``data-search-exclude``).
+(and its value maps a signed one, symmetric about 0), and its inline figures must be
+kept out of the search index (``data-search-exclude``).
 Display formulas must not be clipped at 1,280 px nor, on the pages with math, at
 390 px: each one fits its box or scrolls inside it.
 
