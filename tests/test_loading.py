@@ -24,9 +24,9 @@ import torch
 
 import attnkit
 from attnkit.errors import PluginLoadError, PluginLoadWarning
+from tests.conftest import DISTRIBUTIONS
 from tests.helpers import build, input_width
 
-DISTRIBUTIONS = Path(__file__).parent / "distributions"
 BUILTINS = [
     "causal",
     "gqa",
@@ -36,29 +36,6 @@ BUILTINS = [
     "self_attention",
     "simple",
 ]
-FIXTURE_MODULES = (
-    "attnkit_test_",
-    "attnkit_missing_dependency",
-)
-
-
-@pytest.fixture
-def install(fresh_registry, monkeypatch):
-    """Install fixture distributions by folder name; undone (and plugins reloaded) after.
-
-    Also clears the plugin-selection and strict-mode variables, so that each test
-    starts from the default policy.
-    """
-    monkeypatch.delenv("ATTNKIT_PLUGINS", raising=False)
-    monkeypatch.delenv("ATTNKIT_STRICT_PLUGINS", raising=False)
-
-    def install(*folders: str) -> None:
-        for folder in folders:
-            monkeypatch.syspath_prepend(str(DISTRIBUTIONS / folder))
-
-    yield install
-    for module in [m for m in sys.modules if m.startswith(FIXTURE_MODULES)]:
-        del sys.modules[module]
 
 
 def plugin(name: str, distribution: str | None = None) -> attnkit.PluginInfo:
