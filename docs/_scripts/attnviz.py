@@ -1,10 +1,9 @@
 """Attention-weight heatmaps for the documentation, drawn with matplotlib as inline SVG.
 
 The executed examples on the stage pages call `heatmap` with the weights attnkit
-returned, and print the HTML it gives back. The SVG is inlined in the page (not an
-``<img>``) so that its text and lines can take the page's text colour: they are
-drawn in a placeholder colour that is then replaced by ``currentColor``, which
-reads well in light and dark mode alike. The background is transparent.
+returned, and print the HTML it gives back. The drawing itself, shared with
+valuemap's signed maps, is docs/_scripts/heatmapsvg.py: text and lines in the
+page's colour, a transparent background.
 
 Every attention-weight figure on the site colours a weight the same way: one fixed
 scale from 0 to 1 (`WEIGHT_SCALE`), drawn as a colour bar beside the panels, so
@@ -16,46 +15,32 @@ same colours; docs/javascripts/attnkit-scale.js redraws it in the browser.
 from __future__ import annotations
 
 import html
-import io
 import itertools
 import json
-import re
 from collections.abc import Sequence
 
-import matplotlib
 import torch
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize, to_hex
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from heatmapsvg import KEYS_AXIS, QUERIES_AXIS, ColourScale, as_panels, heatmap_svg
+from matplotlib.colors import Normalize
 
 __all__ = ["TOKENS", "WEIGHT_SCALE", "heatmap", "scale_heatmap"]
 
 TOKENS = ["Your", "journey", "starts", "with", "one", "step"]
 """The example sentence the stage pages use, one token per embedding."""
 
-# Drawn in this colour, then swapped for the page's text colour (currentColor).
-_INK = "#0a0b0c"
-_CMAP = "viridis"
 _figure_ids = itertools.count(1)
 
 WEIGHT_SCALE = (0.0, 1.0)
 """The colour scale of every attention-weight figure: a weight of 0 to a weight of 1."""
-_NORM = Normalize(*WEIGHT_SCALE, clip=True)
-_COLORBAR_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_WEIGHTS = ColourScale(
+    norm=Normalize(*WEIGHT_SCALE, clip=True),
+    cmap="viridis",
+    ticks=_TICKS,
+    tick_labels=tuple(f"{tick:g}" for tick in _TICKS),
+    label="weight",
+)
 _SCALE_LABEL = f"{WEIGHT_SCALE[0]:g}-{WEIGHT_SCALE[1]:g}"  # "0-1", for data-colorbar
-
-_STYLE = {
-    "svg.fonttype": "none",  # text stays text: crisp, searchable, styled by the page
-    "font.size": 10,
-    "text.color": _INK,
-    "axes.labelcolor": _INK,
-    "axes.edgecolor": _INK,
-    "xtick.color": _INK,
-    "ytick.color": _INK,
-    "hatch.color": _INK,
-    "hatch.linewidth": 0.6,
-}
 
 
 def heatmap(
@@ -81,117 +66,33 @@ def heatmap(
         mask: Boolean ``(tokens, tokens)``, True where a query may not look; those
             cells are hatched rather than coloured.
     """
-    panels = weights.detach().to("cpu", torch.float64)
-    if panels.dim() == 2:
-        panels = panels.unsqueeze(0)
+    panels = as_panels(weights, tokens, tokens, titles, what="weights")
     count, rows, columns = panels.shape
-    if rows != len(tokens) or columns != len(tokens):
-        expected = f"({len(tokens)}, {len(tokens)})"
-        raise ValueError(f"expected {expected} weights, got {tuple(panels.shape)}")
-    if titles is not None and len(titles) != count:
-        raise ValueError(f"expected {count} titles, got {len(titles)}")
     if mask is None:
         mask = torch.zeros(rows, columns, dtype=torch.bool)
     hidden = mask.detach().cpu().bool()
     number = next(_figure_ids)
-
-    # The salt makes the ids inside each SVG unique on a page that inlines several.
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": f"attnkit-heatmap-{number}"}):
-        # A fixed layout (inches), computed once: cheaper than a layout engine's extra draw.
-        cell, left, right, gap, bottom = 0.42, 1.05, 0.15, 1.2, 0.1
-        # The colour bar: a gap after the last panel, the bar, then room for its labels.
-        bar_gap, bar_width, bar_labels = 0.3, 0.16, 0.75
-        top = 1.05 + (0.3 if titles else 0.0)
-        side = cell * columns
-        panels_width = count * side + (count - 1) * gap
-        width = left + panels_width + bar_gap + bar_width + bar_labels + right
-        height = top + side + bottom
-        figure = Figure(figsize=(width, height))
-        figure.subplots_adjust(
-            left=left / width,
-            right=(left + panels_width) / width,
-            bottom=bottom / height,
-            top=1 - top / height,
-            wspace=gap / side,
-        )
-        axes = figure.subplots(1, count, squeeze=False)
-        for index, ax in enumerate(axes[0]):
-            title = titles[index] if titles else None
-            _panel(ax, panels[index], tokens, hidden, title)
-        bar_left = (left + panels_width + bar_gap) / width
-        bar = figure.add_axes((bar_left, bottom / height, bar_width / width, side / height))
-        _colorbar(figure, bar)
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", transparent=True, metadata={"Date": None})
-
-    svg = buffer.getvalue()
-    svg = svg[svg.index("<svg") :]  # drop the XML declaration and doctype
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.DOTALL)
-    # An inline SVG's <style> applies to the whole page; matplotlib's only sets line joins.
-    svg = re.sub(r"\s*<style[^>]*>.*?</style>", "", svg, flags=re.DOTALL)
-    # Several figures share a page: keep their element ids (and references to them) apart.
-    prefix = f"heatmap-{number}-"
-    svg = re.sub(r'\b(id="|url\(#|href="#)', rf"\g<1>{prefix}", svg)
-    svg = svg.replace(_INK, "currentColor")
-    label = html.escape(caption, quote=True)
-    svg = re.sub(r"^<svg ", f'<svg role="img" aria-label="{label}" ', svg, count=1)
+    svg = heatmap_svg(
+        panels,
+        tokens,
+        tokens,
+        hidden=hidden,
+        scale=_WEIGHTS,
+        cell_text=lambda value: f"{value:.2f}",
+        titles=titles,
+        xlabel=KEYS_AXIS,
+        ylabel=QUERIES_AXIS,
+        caption=caption,
+        ident=f"heatmap-{number}",
+        cell=0.42,
+        left=1.05,
+        bar_labels=0.75,
+    )
     return (
         f'<figure class="attnkit-heatmap" id="heatmap-{number}" data-panels="{count}" '
         f'data-masked-cells="{int(hidden.sum()) * count}" data-colorbar="{_SCALE_LABEL}">\n{svg}\n'
         f"<figcaption>{html.escape(caption)}</figcaption>\n</figure>"
     )
-
-
-def _colour(value: float) -> tuple[str, str]:
-    """The fill of a cell holding the weight ``value``, and the colour of its label."""
-    red, green, blue, _ = matplotlib.colormaps[_CMAP](_NORM(value))
-    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-    return to_hex((red, green, blue)), "#1a1a1a" if light else "#ffffff"
-
-
-def _panel(ax, weights, tokens, hidden, title) -> None:
-    # Each cell is a vector rectangle (imshow would embed a tiny PNG the browser blurs).
-    for (i, j), value in _cells(weights):
-        if hidden[i, j]:
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////", linewidth=0))
-            continue
-        fill, ink = _colour(value)
-        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=fill, linewidth=0))
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8.5, color=ink)
-    size = len(tokens)
-    ax.set_xlim(-0.5, size - 0.5)
-    ax.set_ylim(size - 0.5, -0.5)  # first token at the top, as in the matrix
-    ax.set_aspect("equal")
-    ax.set_xticks(range(size), tokens, rotation=40, ha="left", rotation_mode="anchor")
-    ax.set_yticks(range(size), tokens)
-    ax.xaxis.tick_top()
-    ax.xaxis.set_label_position("top")
-    ax.set_xlabel("keys: the tokens looked at")
-    ax.set_ylabel("queries: the tokens looking")
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, pad=8, fontweight="bold")
-
-
-def _colorbar(figure, ax) -> None:
-    # Its own id (not "axes_N"): a page's tests count the panels by their axes groups.
-    ax.set_gid("colorbar")
-    mappable = ScalarMappable(norm=_NORM, cmap=_CMAP)
-    bar = figure.colorbar(mappable, cax=ax, ticks=_COLORBAR_TICKS)
-    bar.solids.set_edgecolor("face")  # no hairlines between the bar's bands
-    bar.outline.set_visible(False)
-    bar.ax.tick_params(length=3, width=0.6, labelsize=8.5)
-    bar.ax.set_yticklabels([f"{tick:g}" for tick in _COLORBAR_TICKS])
-    bar.set_label("weight", labelpad=4)
-
-
-def _cells(weights: torch.Tensor):
-    rows, columns = weights.shape
-    for i in range(rows):
-        for j in range(columns):
-            yield (i, j), float(weights[i, j])
 
 
 # The divisors the stage 2 slider offers, in order: (key, label, divisor from d_k).
@@ -236,7 +137,7 @@ def scale_heatmap(
         divisor = divisor_of(d_k)
         weights = torch.softmax(scores / divisor, dim=-1)
         largest = weights.max(dim=-1).values
-        colours = [[_colour(float(value)) for value in row] for row in weights]
+        colours = [[_WEIGHTS.colours(float(value)) for value in row] for row in weights]
         scales.append(
             {
                 "key": key,
@@ -295,7 +196,8 @@ def _scale_svg(scale: dict, tokens: Sequence[str], ident: str, caption: str) -> 
     ink = 'fill="currentColor"'
     label = html.escape(caption, quote=True)
     stops = "".join(
-        f'<stop offset="{step / 16:g}" stop-color="{_colour(step / 16)[0]}"/>' for step in range(17)
+        f'<stop offset="{step / 16:g}" stop-color="{_WEIGHTS.colours(step / 16)[0]}"/>'
+        for step in range(17)
     )
     parts = [
         f'<svg class="attnkit-scale-svg" role="img" aria-label="{label}" '
@@ -304,9 +206,9 @@ def _scale_svg(scale: dict, tokens: Sequence[str], ident: str, caption: str) -> 
         f'<defs><linearGradient id="{ident}-gradient" x1="0" y1="1" x2="0" y2="0">{stops}'
         "</linearGradient></defs>",
         f'<text x="{left + grid / 2}" y="14" text-anchor="middle" {ink}>'
-        "keys: the tokens looked at</text>",
+        f"{html.escape(KEYS_AXIS)}</text>",
         f'<text transform="translate(16 {top + grid / 2}) rotate(-90)" text-anchor="middle" {ink}>'
-        f"queries: the tokens looking</text>",
+        f"{html.escape(QUERIES_AXIS)}</text>",
     ]
     for j, token in enumerate(tokens):
         x = left + j * cell + cell / 2 - 6
@@ -335,17 +237,17 @@ def _scale_svg(scale: dict, tokens: Sequence[str], ident: str, caption: str) -> 
         f'<g class="attnkit-colorbar"><rect x="{bar_x}" y="{top}" width="{bar_width}" '
         f'height="{grid}" fill="url(#{ident}-gradient)"/>'
     )
-    for tick in _COLORBAR_TICKS:
-        y = top + grid * (1 - _NORM(tick))
+    for tick, tick_label in zip(_WEIGHTS.ticks, _WEIGHTS.tick_labels, strict=True):
+        y = top + grid * (1 - _WEIGHTS.norm(tick))
         parts.append(
             f'<line x1="{bar_x + bar_width}" y1="{y}" x2="{bar_x + bar_width + 4}" y2="{y}" '
             f'stroke="currentColor" stroke-width="0.8"/>'
             f'<text x="{bar_x + bar_width + 7}" y="{y}" dominant-baseline="central" font-size="11" '
-            f"{ink}>{tick:g}</text>"
+            f"{ink}>{tick_label}</text>"
         )
     parts.append(
         f'<text transform="translate({bar_x + bar_width + 52} {top + grid / 2}) rotate(-90)" '
-        f'text-anchor="middle" {ink}>weight</text></g>'
+        f'text-anchor="middle" {ink}>{_WEIGHTS.label}</text></g>'
     )
     parts.append("</svg>")
     return "\n".join(parts)
