@@ -121,11 +121,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 continue
             # d loss / d logits = (softmax(logits) - onehot(target)) * kept / count. The
             # factor per row is applied to the block's small operands, not to its logits.
-            grad_logits = probabilities.scatter_add_(1, targets_block, -kept).to(hidden.dtype)
+            grad_logits = probabilities.scatter_add_(1, targets_block, -kept)
             row_factor = kept / count
-            grad_hidden[start:stop] = (grad_logits @ weight) * row_factor.to(hidden.dtype)
+            product = grad_logits.to(hidden.dtype) @ weight
+            grad_hidden[start:stop] = product * row_factor.to(hidden.dtype)
             # Row-major whatever the weight's layout: accumulating into it is fastest.
-            block_grad = (grad_logits.t().to(dtype), hidden_block.to(dtype) * row_factor)
+            block_grad = (grad_logits.t(), hidden_block.to(dtype) * row_factor)
             if grad_weight is None:
                 grad_weight = torch.mm(*block_grad)
             else:
