@@ -395,7 +395,7 @@ class GPTModel(nn.Module):
         but the output head and the loss run together a block of rows at a time
         (`attnkit.models.linear_cross_entropy`): the ``(batch, tokens,
         vocab_size)`` logits, their log-softmax and their gradient are never held,
-        which saves their memory (411 MB each for GPT-2's vocabulary at 8 x 256
+        which saves their memory (412 MB each for GPT-2's vocabulary at 8 x 256
         tokens) and the time spent writing and reading them.
 
         Args:

@@ -10,7 +10,7 @@ $$
 
 with ``H`` the ``(n, d)`` hidden states, ``W`` the ``(V, d)`` head and ``t`` the
 targets. For GPT-2's vocabulary of 50,257 tokens, a batch of 8 x 256 tokens has
-logits of 411 MB in float32, and autograd keeps them, their log-softmax and
+logits of 412 MB in float32, and autograd keeps them, their log-softmax and
 their gradient: more memory than the rest of a small model's step, and time
 spent writing and re-reading it. The gradient of the loss with respect to the
 logits is known in closed form, ``(softmax(logits) - onehot(t)) / n``, so both
