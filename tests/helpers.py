@@ -24,6 +24,17 @@ CHAPTER_INPUTS = torch.tensor(
     ]
 )
 
+# The built-in variants, in the registry's (alphabetical) order.
+BUILTIN_VARIANTS = [
+    "causal",
+    "gqa",
+    "mla",
+    "multihead",
+    "multihead_wrapper",
+    "self_attention",
+    "simple",
+]
+
 D_IN = STANDARD_SIZES["d_in"]
 CONTEXT_LENGTH = STANDARD_SIZES["context_length"]
 

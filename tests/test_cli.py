@@ -28,6 +28,7 @@ from attnkit._arguments import STANDARD_SIZES
 from attnkit.cli import _CAPABILITY_HEADERS, _parse_value, main
 from attnkit.interface import CAPABILITIES
 from attnkit.testing import CHECKS
+from tests.helpers import BUILTIN_VARIANTS
 
 DISTRIBUTIONS = Path(__file__).parent / "distributions"
 FIXTURE_MODULES = ("attnkit_test_", "attnkit_missing_dependency")
@@ -246,7 +247,6 @@ def test_a_skipped_compile_check_needs_no_known_backend(attnkit_command):
 # --- list, show, plugins ------------------------------------------------------------------
 
 
-BUILTINS = ["causal", "multihead", "multihead_wrapper", "self_attention", "simple"]
 BUILTIN_KERNELS = ["explicit", "flex", "sdpa"]
 CAPABILITY_HEADERS = [_CAPABILITY_HEADERS[name] for name in CAPABILITIES]
 
@@ -262,7 +262,7 @@ def test_list_prints_a_table_that_fits_80_columns(attnkit_command):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["name", "stage", "causal", *CAPABILITY_HEADERS, "summary"]
     rows = {row["name"]: row for row in parse_table(result.stdout)}
-    assert {*BUILTINS, "window"} <= set(rows)
+    assert {*BUILTIN_VARIANTS, "window"} <= set(rows)
     assert [rows["causal"][h] for h in ("stage", "causal")] == ["3", "yes"]
     assert [rows["simple"][h] for h in ("stage", "causal")] == ["1", "no"]
     assert [rows["window"][h] for h in ("stage", "causal")] == ["-", "yes"]

@@ -25,17 +25,7 @@ import torch
 import attnkit
 from attnkit.errors import PluginLoadError, PluginLoadWarning
 from tests.conftest import DISTRIBUTIONS
-from tests.helpers import build, input_width
-
-BUILTINS = [
-    "causal",
-    "gqa",
-    "mla",
-    "multihead",
-    "multihead_wrapper",
-    "self_attention",
-    "simple",
-]
+from tests.helpers import BUILTIN_VARIANTS, build, input_width
 
 
 def plugin(name: str, distribution: str | None = None) -> attnkit.PluginInfo:
@@ -106,8 +96,8 @@ def test_a_plugin_that_fails_to_import_is_skipped_with_a_warning(install):
     info = plugin("import_error")
     assert info.error == "ModuleNotFoundError: No module named 'attnkit_missing_dependency'"
     assert info.variants == ()
-    assert {*BUILTINS, "uniform_good"} <= set(attnkit.list_variants())
-    assert_usable(*BUILTINS, "uniform_good")
+    assert {*BUILTIN_VARIANTS, "uniform_good"} <= set(attnkit.list_variants())
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good")
 
 
 def test_a_plugin_whose_hook_raises_registers_nothing(install):
@@ -122,7 +112,7 @@ def test_a_plugin_whose_hook_raises_registers_nothing(install):
     assert "half_registered" not in attnkit.list_variants()
     assert not attnkit.registry.plugin_manager().has_plugin("hook_error")
     assert plugin("hook_error").error == "RuntimeError: the hook failed on purpose"
-    assert_usable(*BUILTINS, "uniform_good")
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good")
 
 
 def test_a_misspelled_hook_is_reported(install):
@@ -138,7 +128,7 @@ def test_a_misspelled_hook_is_reported(install):
     assert "never_registered" not in attnkit.list_variants()
     assert not attnkit.registry.plugin_manager().has_plugin("misspelled")
     attnkit.registry.plugin_manager().check_pending()  # nothing unverified was left registered
-    assert_usable(*BUILTINS)
+    assert_usable(*BUILTIN_VARIANTS)
 
 
 def test_a_duplicate_variant_name_across_distributions_keeps_the_first(install):
@@ -155,7 +145,7 @@ def test_a_duplicate_variant_name_across_distributions_keeps_the_first(install):
     ) in message
     assert attnkit.get_variant("uniform_good").__module__ == "attnkit_test_good"
     assert plugin("twin").error.startswith("DuplicateVariantError")
-    assert_usable(*BUILTINS, "uniform_good")
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good")
 
 
 def test_a_duplicate_plugin_name_across_distributions_keeps_the_first(install):
@@ -179,7 +169,7 @@ def test_a_failed_plugin_does_not_block_a_later_plugin_of_the_same_name(install)
         attnkit.registry.reload_plugins()
     assert plugin("import_error", "attnkit-test-import-error").error is not None
     assert plugin("import_error", "attnkit-test-understudy").error is None
-    assert_usable(*BUILTINS, "understudy")
+    assert_usable(*BUILTIN_VARIANTS, "understudy")
 
 
 def test_a_plugin_calling_sys_exit_on_import_is_skipped(install):
@@ -191,7 +181,7 @@ def test_a_plugin_calling_sys_exit_on_import_is_skipped(install):
     ):
         attnkit.registry.reload_plugins()
     assert plugin("exits").error == "SystemExit: 3"
-    assert_usable(*BUILTINS, "uniform_good")
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good")
 
 
 def test_every_failure_is_reported_and_everything_else_loads(install):
@@ -200,8 +190,9 @@ def test_every_failure_is_reported_and_everything_else_loads(install):
         attnkit.registry.reload_plugins()
     failed = sorted(str(w.message).split("'")[1] for w in caught)
     assert failed == ["hook_error", "import_error", "misspelled"]
-    assert {*BUILTINS, "uniform_good", "lookahead", "unnormalised"} <= set(attnkit.list_variants())
-    assert_usable(*BUILTINS, "uniform_good", "lookahead")
+    expected = {*BUILTIN_VARIANTS, "uniform_good", "lookahead", "unnormalised"}
+    assert expected <= set(attnkit.list_variants())
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good", "lookahead")
 
 
 # --- Strict mode -----------------------------------------------------------------------------
@@ -240,7 +231,7 @@ def test_strict_mode_then_fixing_the_environment_loads_again(install, monkeypatc
         attnkit.registry.reload_plugins()
     monkeypatch.setenv("ATTNKIT_STRICT_PLUGINS", "0")  # not strict: warn and carry on
     with pytest.warns(PluginLoadWarning, match="import_error"):
-        assert set(BUILTINS) <= set(attnkit.list_variants())
+        assert set(BUILTIN_VARIANTS) <= set(attnkit.list_variants())
 
 
 # --- Choosing plugins: ATTNKIT_PLUGINS ---------------------------------------------------
@@ -249,14 +240,14 @@ def test_strict_mode_then_fixing_the_environment_loads_again(install, monkeypatc
 def test_unset_loads_every_plugin(install):
     install("good")
     attnkit.registry.reload_plugins()
-    assert {*BUILTINS, "uniform_good", "window"} <= set(attnkit.list_variants())
+    assert {*BUILTIN_VARIANTS, "uniform_good", "window"} <= set(attnkit.list_variants())
 
 
 def test_empty_loads_only_the_builtins(install, monkeypatch):
     install("good", "import_error")
     monkeypatch.setenv("ATTNKIT_PLUGINS", "")
     attnkit.registry.reload_plugins()  # the broken plugin is not even imported: no warning
-    assert set(BUILTINS) <= set(attnkit.list_variants())
+    assert set(BUILTIN_VARIANTS) <= set(attnkit.list_variants())
     assert all(p.builtin for p in attnkit.list_plugins())
     assert all(
         attnkit.get_variant(n).plugin.startswith("attnkit.") for n in attnkit.list_variants()
@@ -272,7 +263,7 @@ def test_a_list_loads_those_distributions(install, monkeypatch, selection):
     monkeypatch.setenv("ATTNKIT_PLUGINS", selection)
     attnkit.registry.reload_plugins()
     names = set(attnkit.list_variants())
-    assert {*BUILTINS, "uniform_good"} <= names
+    assert {*BUILTIN_VARIANTS, "uniform_good"} <= names
     assert ("window" in names) == ("window" in selection)
     assert "attnkit_test_import_error" not in sys.modules
 
@@ -289,15 +280,15 @@ def test_an_unknown_name_warns_and_the_rest_load(install, monkeypatch):
         "plugin distribution; installed: "
     )
     assert "attnkit-test-good" in message.split("installed: ")[1]
-    assert {*BUILTINS, "uniform_good"} <= set(attnkit.list_variants())
+    assert {*BUILTIN_VARIANTS, "uniform_good"} <= set(attnkit.list_variants())
 
 
 def test_the_builtins_load_whatever_the_list_says(install, monkeypatch):
     monkeypatch.setenv("ATTNKIT_PLUGINS", "attnkit-window")
     attnkit.registry.reload_plugins()
-    assert set(BUILTINS) <= set(attnkit.list_variants())
+    assert set(BUILTIN_VARIANTS) <= set(attnkit.list_variants())
     assert [p.distribution for p in attnkit.list_plugins() if not p.builtin] == ["attnkit-window"]
-    assert_usable(*BUILTINS)
+    assert_usable(*BUILTIN_VARIANTS)
 
 
 def run_python(code: str, *folders: str, **env: str) -> subprocess.CompletedProcess:
@@ -345,7 +336,7 @@ def test_a_plugin_that_raises_on_import_leaves_a_fresh_process_usable():
     )
     assert result.returncode == 0, result.stderr
     assert "PluginLoadWarning: attnkit: plugin 'import_error'" in result.stderr
-    assert {*BUILTINS, "uniform_good"} <= set(result.stdout.split())
+    assert {*BUILTIN_VARIANTS, "uniform_good"} <= set(result.stdout.split())
 
 
 def test_entry_points_of_the_fixtures_are_real_metadata(install):
@@ -375,7 +366,7 @@ def test_a_hook_calling_sys_exit_is_contained_like_any_failure(install):
     ):
         attnkit.registry.reload_plugins()
     assert "before_exit" not in attnkit.list_variants()
-    assert_usable(*BUILTINS, "uniform_good")
+    assert_usable(*BUILTIN_VARIANTS, "uniform_good")
 
 
 def test_a_hook_calling_sys_exit_raises_in_strict_mode(install, monkeypatch):
@@ -393,7 +384,7 @@ def test_reloading_from_a_hook_is_refused_naming_the_plugin(install):
     message = str(caught[0].message)
     assert "plugin 'reloads' (distribution attnkit-test-reloads 1.0)" in message
     assert "called attnkit.registry.reload_plugins() from its hook" in message
-    assert_usable(*BUILTINS)
+    assert_usable(*BUILTIN_VARIANTS)
     assert attnkit.list_plugins()  # the registry is whole, not None inside
 
 

@@ -13,16 +13,7 @@ import torch
 
 import attnkit
 from attnkit.registry import LOCAL_PLUGIN
-
-BUILTINS = [
-    "causal",
-    "gqa",
-    "mla",
-    "multihead",
-    "multihead_wrapper",
-    "self_attention",
-    "simple",
-]
+from tests.helpers import BUILTIN_VARIANTS
 
 
 def make_variant(name: str, *, doc: str = "A test variant.", causal: bool = False):
@@ -60,7 +51,7 @@ def plugin_module(name: str, *classes) -> types.ModuleType:
 def test_list_variants_is_sorted_and_has_the_builtins():
     names = attnkit.list_variants()
     assert names == sorted(names)
-    assert set(BUILTINS) <= set(names)
+    assert set(BUILTIN_VARIANTS) <= set(names)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +67,7 @@ def test_list_variants_is_sorted_and_has_the_builtins():
     ],
 )
 def test_list_variants_filters_with_fnmatch(pattern, expected):
-    assert [n for n in attnkit.list_variants(pattern) if n in BUILTINS] == expected
+    assert [n for n in attnkit.list_variants(pattern) if n in BUILTIN_VARIANTS] == expected
 
 
 def test_get_variant_carries_metadata_and_plugin():
@@ -386,13 +377,13 @@ def test_reload_plugins_forgets_local_variants(fresh_registry):
     attnkit.register(make_variant("forgotten"))
     attnkit.registry.reload_plugins()
     assert "forgotten" not in attnkit.list_variants()
-    assert set(BUILTINS) <= set(attnkit.list_variants())
+    assert set(BUILTIN_VARIANTS) <= set(attnkit.list_variants())
 
 
 def test_builtins_come_from_entry_points_like_any_plugin():
     builtins = [p for p in attnkit.list_plugins() if p.builtin]
     assert {p.distribution for p in builtins} == {"attnkit"}
-    assert sorted(v for p in builtins for v in p.variants) == BUILTINS
+    assert sorted(v for p in builtins for v in p.variants) == BUILTIN_VARIANTS
     assert all(p.version == attnkit.__version__ for p in builtins)
 
 
@@ -430,7 +421,7 @@ def test_the_issue_one_liner_prints_exactly_the_builtins():
     # With no third-party plugin selected, exactly the built-ins are registered.
     result = run_python("import attnkit; print(attnkit.list_variants())", ATTNKIT_PLUGINS="")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(BUILTINS)
+    assert result.stdout.strip() == str(BUILTIN_VARIANTS)
 
 
 # --- create_from_config ------------------------------------------------------------
