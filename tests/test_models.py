@@ -214,17 +214,24 @@ def test_positions_reach_the_attention_without_a_position_embedding():
     assert not torch.allclose(model(tokens)[0, -1], model(tokens.flip(1))[0, -1])
 
 
-@pytest.mark.parametrize("modern", MODERN)
-def test_modern_configs_decode_with_a_cache_as_the_full_pass(modern):
+def assert_cached_decoding_equals_the_full_pass(config):
+    """A prompt of 5 tokens, then one token at a time through the caches, against one pass
+    over all 16 tokens, in float64; returns the model, its filled caches and the tokens."""
     torch.manual_seed(0)
-    model = GPTModel({**CONFIG, **MODERN[modern]}).double().eval()
+    model = GPTModel(config).double().eval()
     token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 16))
     caches = model.new_kv_caches()
     with torch.no_grad():
-        bounds = [0, 5, *range(6, 17)]  # a prompt of 5 tokens, then one token at a time
+        bounds = [0, 5, *range(6, 17)]
         chunks = [model(token_ids[:, a:b], caches=caches) for a, b in itertools.pairwise(bounds)]
         full = model(token_ids)
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, **TOLERANCES[torch.float64])
+    return model, caches, token_ids
+
+
+@pytest.mark.parametrize("modern", MODERN)
+def test_modern_configs_decode_with_a_cache_as_the_full_pass(modern):
+    assert_cached_decoding_equals_the_full_pass({**CONFIG, **MODERN[modern]})
 
 
 @pytest.mark.parametrize(
@@ -267,15 +274,9 @@ def test_forward_errors_name_the_problem():
 
 @pytest.mark.parametrize("name", CACHED)
 def test_cached_forward_equals_the_full_sequence(name):
-    torch.manual_seed(0)
-    model = GPTModel({**CONFIG, "attention": name}).double().eval()
-    token_ids = torch.randint(0, CONFIG["vocab_size"], (2, 16))
-    caches = model.new_kv_caches()
-    with torch.no_grad():
-        bounds = [0, 5, *range(6, 17)]  # a prompt of 5 tokens, then one token at a time
-        chunks = [model(token_ids[:, a:b], caches=caches) for a, b in itertools.pairwise(bounds)]
-        full = model(token_ids)
-    torch.testing.assert_close(torch.cat(chunks, dim=1), full, **TOLERANCES[torch.float64])
+    model, caches, token_ids = assert_cached_decoding_equals_the_full_pass(
+        {**CONFIG, "attention": name}
+    )
     with pytest.raises(ValueError, match="the caches hold 16 tokens and 1 tokens were given"):
         model(token_ids[:, :1], caches=caches)
 
